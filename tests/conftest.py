@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from helpers import PNG, Service, fast_settings, wait_until
+from userdata.app import create_app
+from userdata.keys import PIPELINE
+from userdata.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def isolate_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(("USERDATA_", "AWS_")):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def source_dir(data_dir: Path) -> Path:
+    path = data_dir / "datalake" / "src-data"
+    path.mkdir(parents=True)
+    return path
+
+
+@pytest.fixture
+def output_path(data_dir: Path) -> Path:
+    return data_dir / "datalake" / "processed_data" / "output.csv"
+
+
+@pytest.fixture
+def write_user(source_dir: Path) -> Callable[..., Path]:
+    """Write ``<user_id>.csv`` (and ``<user_id>.png`` with png=True); returns the CSV's path."""
+
+    def write(
+        user_id: str,
+        first_name: str = "Ann",
+        last_name: str = "Lee",
+        birthts: int = 0,
+        *,
+        png: bool = False,
+        csv: bytes | str | None = None,
+        name: str | None = None,
+    ) -> Path:
+        body = csv if csv is not None else f"first_name, last_name, birthts\n{first_name}, {last_name}, {birthts}\n"
+        path = source_dir / (name or f"{user_id}.csv")
+        path.write_bytes(body.encode() if isinstance(body, str) else body)
+        if png:
+            (source_dir / f"{user_id}.png").write_bytes(PNG)
+        return path
+
+    return write
+
+
+@pytest.fixture
+async def start_service() -> AsyncIterator[Callable[..., Awaitable[Service]]]:
+    """Start the app for some settings on a free port; every one started is stopped at the end."""
+    started: list[Service] = []
+
+    async def start(settings: Settings, *, loaded: bool = True) -> Service:
+        app = create_app(settings)
+        client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+        await client.start_server()
+        service = Service(app, client)
+        started.append(service)
+        if loaded:
+            await wait_until(app[PIPELINE].loaded.is_set, message="for the first load")
+        return service
+
+    yield start
+    for service in reversed(started):
+        await service.stop()
+
+
+@pytest.fixture
+async def service(start_service: Callable[..., Awaitable[Service]], data_dir: Path, source_dir: Path) -> Service:
+    return await start_service(fast_settings(data_dir))

@@ -1,0 +1,144 @@
+"""Command line: ``userdata serve | process | demo`` (also ``python -m userdata``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import logging
+import sys
+from collections.abc import Sequence
+
+import orjson
+from aiohttp import web
+
+from . import demo
+from .app import create_app, create_store
+from .index import UserIndex
+from .pipeline import Pipeline
+from .settings import OPTIONS, Settings, SettingsError, resolve
+from .sinks.output_csv import OutputWriter
+from .stores import StoreUnavailable
+
+logger = logging.getLogger("userdata")
+
+_HELP = {
+    "data_dir": "folder holding <bucket>/<key> objects (default minio-data)",
+    "s3_endpoint": "S3 endpoint URL; reads objects through S3 instead of the folder",
+    "bucket": "bucket of the source objects and output.csv (default datalake)",
+    "prefix": "prefix of the source objects (default src-data/)",
+    "output_key": "key of the aggregate CSV (default processed_data/output.csv)",
+    "host": "address to listen on (default 127.0.0.1)",
+    "port": "port to listen on (default 8080)",
+    "rescan_interval": "seconds between incremental rescans; 0 turns them off (default 60)",
+    "database_url": "PostgreSQL URL to mirror the users to",
+    "webhook_token": "token that enables POST /events for MinIO bucket notifications",
+    "log_level": "debug, info, warning or error (default info)",
+}
+_SERVE_ONLY = ("host", "port", "rescan_interval", "webhook_token")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="userdata",
+        description="Index per-user CSV and PNG objects and serve them over HTTP. "
+        "Every option can also be given as a USERDATA_<NAME> variable; the command line wins.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_ in (
+        ("serve", "run the service"),
+        ("process", "one batch pass: read the source, write output.csv, exit"),
+        ("demo", "write a demo data set into the source folder"),
+    ):
+        sub = commands.add_parser(name, help=help_, description=help_)
+        for option in OPTIONS:
+            if name == "serve" or option not in _SERVE_ONLY:
+                sub.add_argument("--" + option.replace("_", "-"), dest=option, metavar="X", help=_HELP[option])
+        if name == "demo":
+            sub.add_argument("--users", type=int, default=100, help="number of users (default 100)")
+            sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+            sub.add_argument("--if-empty", action="store_true", help="do nothing if the folder has CSV files")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = resolve({name: getattr(args, name, None) for name in OPTIONS})
+    except SettingsError as e:
+        print(f"userdata: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch at info
+    try:
+        _check_available(settings)
+        if args.command == "serve":
+            return serve(settings)
+        if args.command == "process":
+            return asyncio.run(process(settings))
+        return write_demo(settings, args.users, args.seed, if_empty=args.if_empty)
+    except NotImplementedError as e:
+        print(f"userdata: {e}", file=sys.stderr)
+        return 2
+
+
+def _check_available(settings: Settings) -> None:
+    for name in ("s3_endpoint", "database_url", "webhook_token"):
+        if getattr(settings, name):
+            option = "--" + name.replace("_", "-")
+            raise NotImplementedError(f"{option} is not available in this version of userdata")
+
+
+def serve(settings: Settings) -> int:
+    """Run the service until SIGTERM or Ctrl-C."""
+    logger.info("serving on http://%s:%d with %r", settings.host, settings.port, settings)
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        print=None,
+        shutdown_timeout=3.0,
+        access_log=None,
+    )
+    logger.info("stopped")
+    return 0
+
+
+async def process(settings: Settings) -> int:
+    """One batch pass: load the source as the service would, write output.csv, print a summary."""
+    store = create_store(settings)
+    index = UserIndex()
+    output = OutputWriter(store, index, settings.output_key)
+    pipeline = Pipeline(store, index, settings.prefix, restore=output.restore)
+    try:
+        report = await pipeline.load()
+        written = await output.flush()
+    except StoreUnavailable as e:
+        print(f"userdata: store unavailable: {e}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    summary = dataclasses.asdict(report) | {"rejected_files": pipeline.rejected}
+    sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
+    if not written:
+        print(f"userdata: {output.error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def write_demo(settings: Settings, users: int, seed: int, *, if_empty: bool) -> int:
+    store = create_store(settings)
+    if if_empty and any(p.suffix.lower() == ".csv" for p in store.source_dir.iterdir()):
+        logger.info("%s already has CSV files: no demo data written", store.source_dir)
+        return 0
+    written = demo.write_demo(store.source_dir, users=users, seed=seed)
+    logger.info("wrote %d demo users to %s", written, store.source_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

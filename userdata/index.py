@@ -1,0 +1,219 @@
+"""The in-memory user index: records by user_id, and birth-day buckets for age queries.
+
+Ages change only at midnight UTC, so an age range is a range of birth days. Users are kept in
+two groups (with and without an image), each a sorted list of the birth days present, a set of
+user ids per day and the sum of their birthts; prefix sums over the days answer a count and an
+average in O(log days), and a filtered list costs in proportion to what it returns.
+
+The index does no I/O and never awaits: one task (the pipeline) writes it, views read it.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from itertools import accumulate
+
+from .records import DAY_MS, YEAR_MS, UserRecord, day_of, latest_birth_day_for_age
+
+__all__ = ("Diff", "Filters", "Stats", "UserIndex")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Query filters; ``None`` means "no condition"."""
+
+    has_image: bool | None = None
+    min_age: float | None = None
+    max_age: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    count: int
+    average_age: float | None
+
+
+@dataclass(slots=True)
+class Diff:
+    """What one :meth:`UserIndex.apply` changed."""
+
+    added: list[UserRecord] = field(default_factory=list)
+    updated: list[UserRecord] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.updated or self.removed)
+
+
+class _Group:
+    """Users of one image state, bucketed by birth day."""
+
+    __slots__ = ("members", "sums", "days", "_counts_prefix", "_sums_prefix")
+
+    def __init__(self) -> None:
+        self.members: dict[int, set[str]] = {}
+        self.sums: dict[int, int] = {}
+        self.days: list[int] = []
+        self._counts_prefix: list[int] | None = None
+        self._sums_prefix: list[int] | None = None
+
+    def add(self, user_id: str, birthts: int) -> None:
+        day = day_of(birthts)
+        bucket = self.members.get(day)
+        if bucket is None:
+            bucket = self.members[day] = set()
+            self.sums[day] = 0
+            insort(self.days, day)
+        bucket.add(user_id)
+        self.sums[day] += birthts
+        self._counts_prefix = self._sums_prefix = None
+
+    def discard(self, user_id: str, birthts: int) -> None:
+        day = day_of(birthts)
+        bucket = self.members[day]
+        bucket.remove(user_id)
+        if bucket:
+            self.sums[day] -= birthts
+        else:
+            del self.members[day], self.sums[day]
+            del self.days[bisect_left(self.days, day)]
+        self._counts_prefix = self._sums_prefix = None
+
+    def _span(self, lo: int | None, hi: int | None) -> tuple[int, int]:
+        i = 0 if lo is None else bisect_left(self.days, lo)
+        j = len(self.days) if hi is None else bisect_right(self.days, hi)
+        return i, max(i, j)
+
+    def totals(self, lo: int | None, hi: int | None) -> tuple[int, int]:
+        """(count, sum of birthts) of users born on days lo..hi (inclusive)."""
+        if self._counts_prefix is None or self._sums_prefix is None:
+            self._counts_prefix = [0, *accumulate(len(self.members[d]) for d in self.days)]
+            self._sums_prefix = [0, *accumulate(self.sums[d] for d in self.days)]
+        i, j = self._span(lo, hi)
+        counts, sums = self._counts_prefix, self._sums_prefix
+        return counts[j] - counts[i], sums[j] - sums[i]
+
+    def ids(self, lo: int | None, hi: int | None) -> Iterator[str]:
+        i, j = self._span(lo, hi)
+        for day in self.days[i:j]:
+            yield from self.members[day]
+
+
+class UserIndex:
+    """All users in memory, answering /data and /stats queries."""
+
+    def __init__(self) -> None:
+        self._users: dict[str, UserRecord] = {}
+        self._groups = (_Group(), _Group())  # [without image, with image]
+        self._sorted_ids: list[str] | None = []
+        #: Bumped by every apply() that changed something; sinks compare it.
+        self.version = 0
+
+    def __len__(self) -> int:
+        return len(self._users)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._users
+
+    def get(self, user_id: str) -> UserRecord | None:
+        return self._users.get(user_id)
+
+    def user_ids(self) -> Iterable[str]:
+        return self._users.keys()
+
+    def apply(self, upserts: Iterable[UserRecord] = (), removals: Iterable[str] = ()) -> Diff:
+        """Insert or replace records and remove user ids; returns what actually changed."""
+        diff = Diff()
+        users = self._users
+        for record in upserts:
+            old = users.get(record.user_id)
+            if old == record:
+                continue
+            if old is None:
+                diff.added.append(record)
+            else:
+                diff.updated.append(record)
+                self._group(old).discard(old.user_id, old.birthts)
+            self._group(record).add(record.user_id, record.birthts)
+            users[record.user_id] = record
+        for user_id in removals:
+            old = users.pop(user_id, None)
+            if old is not None:
+                self._group(old).discard(user_id, old.birthts)
+                diff.removed.append(user_id)
+        if diff:
+            self.version += 1
+            if diff.added or diff.removed:
+                self._sorted_ids = None
+        return diff
+
+    def _group(self, record: UserRecord) -> _Group:
+        return self._groups[record.img_path is not None]
+
+    def _selected_groups(self, filters: Filters) -> tuple[_Group, ...]:
+        if filters.has_image is None:
+            return self._groups
+        return (self._groups[filters.has_image],)
+
+    def records(self) -> list[UserRecord]:
+        """Every record, sorted by user_id."""
+        users = self._users
+        return [users[user_id] for user_id in self._sorted()]
+
+    def _sorted(self) -> list[str]:
+        if self._sorted_ids is None:
+            self._sorted_ids = sorted(self._users)
+        return self._sorted_ids
+
+    def query(self, filters: Filters, now_ms: int) -> list[UserRecord]:
+        """Records matching ``filters`` on the UTC date of ``now_ms``, sorted by user_id."""
+        users = self._users
+        span = _birth_days(filters, now_ms)
+        if span is None:
+            return []
+        lo, hi = span
+        if lo is None and hi is None:
+            if filters.has_image is None:
+                return self.records()
+            want = filters.has_image
+            return [r for r in map(users.__getitem__, self._sorted()) if (r.img_path is not None) is want]
+        ids = [uid for group in self._selected_groups(filters) for uid in group.ids(lo, hi)]
+        ids.sort()
+        return [users[uid] for uid in ids]
+
+    def stats(self, filters: Filters, now_ms: int) -> Stats:
+        """Count and mean exact age (years of 365.2425 days) of the users matching ``filters``."""
+        span = _birth_days(filters, now_ms)
+        if span is None:
+            return Stats(0, None)
+        count = total = 0
+        for group in self._selected_groups(filters):
+            c, s = group.totals(*span)
+            count += c
+            total += s
+        if not count:
+            return Stats(0, None)
+        return Stats(count, (now_ms * count - total) / count / YEAR_MS)
+
+
+def _birth_days(filters: Filters, now_ms: int) -> tuple[int | None, int | None] | None:
+    """The inclusive range of birth days the age filters allow (None: no bound), or None if empty.
+
+    Ages are whole years, so min_age=30.5 means age >= 31 and max_age=30.5 means age <= 30.
+    """
+    today = now_ms // DAY_MS
+    lo = hi = None
+    if filters.min_age is not None:
+        hi = latest_birth_day_for_age(today, math.ceil(filters.min_age))
+        if hi is None:
+            return None
+    if filters.max_age is not None:
+        # age <= b  <=>  not (age >= b + 1)  <=>  born after the last day giving age b + 1
+        older = latest_birth_day_for_age(today, math.floor(filters.max_age) + 1)
+        lo = None if older is None else older + 1
+    if lo is not None and hi is not None and lo > hi:
+        return None
+    return lo, hi

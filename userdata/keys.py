@@ -1,0 +1,17 @@
+"""Typed keys for what the application holds."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .index import UserIndex
+from .pipeline import Pipeline
+from .settings import Settings
+from .sinks.output_csv import OutputWriter
+from .stores import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+STORE = web.AppKey("store", Store)
+INDEX = web.AppKey("index", UserIndex)
+PIPELINE = web.AppKey("pipeline", Pipeline)
+OUTPUT = web.AppKey("output", OutputWriter)

@@ -1,0 +1,48 @@
+"""One JSON error shape for every failure: ``{"error": "..."}`` with the right status."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+__all__ = ("BadRequest", "error_middleware", "json_error")
+
+logger = logging.getLogger("userdata.middleware")
+
+
+class BadRequest(ValueError):
+    """The request cannot be answered as asked; the message names the offending parameter."""
+
+
+def json_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.Response(
+        status=status,
+        body=orjson.dumps({"error": message}),
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except BadRequest as e:
+        return json_error(400, str(e))
+    except web.HTTPException as e:
+        if e.status < 400:
+            raise
+        if e.status == 404:
+            message = f"not found: {request.path}"
+        elif e.status == 405:
+            message = f"method {request.method} not allowed on {request.path}"
+        else:
+            message = e.reason
+        headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+        return json_error(e.status, message, headers)
+    except Exception:
+        logger.exception("error answering %s %s", request.method, request.path_qs)
+        return json_error(500, "internal error")

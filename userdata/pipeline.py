@@ -1,0 +1,377 @@
+"""The change pipeline: the one task that reads changed objects and writes the index.
+
+Producers (the watcher, the periodic rescan, POST /data) only say which keys to look at again,
+or ask for a rescan; the pipeline reads the store's current truth for those keys, so events may
+come late, twice or out of order without harm. Each batch is read with bounded concurrency, parsed
+off the event loop, then applied to the catalog and the index in one synchronous step: nothing
+else writes them, so no locks are needed and a reader never sees half a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Collection, Iterable
+from dataclasses import dataclass, replace
+
+from .index import Diff, UserIndex
+from .objects import classify
+from .records import InvalidRecord, UserFields, UserRecord, parse_user_csv
+from .stores import ObjectError, Store, StoreUnavailable, Version
+
+__all__ = ("Pipeline", "RescanReport")
+
+logger = logging.getLogger("userdata.pipeline")
+
+Outcome = UserFields | str  # parsed fields, or why the file was rejected
+Restore = Callable[[], Awaitable[list[UserRecord]]]
+Listener = Callable[[Diff], None]
+#: The version of an object that could not be read: it never equals a listed one, so the next
+#: rescan tries again.
+_UNREAD = ("unread",)
+
+
+@dataclass(frozen=True, slots=True)
+class RescanReport:
+    """What one rescan found; the body of POST /data."""
+
+    users: int
+    added: int
+    updated: int
+    removed: int
+    rejected: int
+    duration_ms: int
+
+
+class _Rescan:
+    def __init__(self, force: bool) -> None:
+        self.force = force
+        self.future: asyncio.Future[RescanReport] = asyncio.get_running_loop().create_future()
+
+
+class Pipeline:
+    """Keeps ``index`` equal to the source objects of ``store``.
+
+    Start it with :meth:`run` (as a task); feed it with :meth:`submit` and :meth:`rescan`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        index: UserIndex,
+        prefix: str,
+        *,
+        restore: Restore | None = None,
+        retry_delays: tuple[float, ...] = (0.5, 1, 2, 5, 10, 30),
+    ) -> None:
+        self.store = store
+        self.index = index
+        self.prefix = prefix
+        self.listeners: list[Listener] = []
+        #: key -> version of every source object the index reflects
+        self.versions: dict[str, Version] = {}
+        #: user_id -> keys of its CSVs (more than one is a conflict) and of its images
+        self.csv_keys: dict[str, list[str]] = {}
+        self.png_keys: dict[str, list[str]] = {}
+        #: key -> why that CSV is rejected; _conflicts holds those rejected for a conflict
+        self.rejected: dict[str, str] = {}
+        self._conflicts: set[str] = set()
+        self.loaded = asyncio.Event()
+        #: why the store cannot be used right now, None when it can
+        self.store_error: str | None = None
+        self._restore = restore
+        self._retry_delays = retry_delays or (1.0,)
+        self._failures = 0
+        self._dirty: set[str] = set()
+        self._pending: _Rescan | None = None
+        self._wake = asyncio.Event()
+
+    # Producers' side.
+
+    def submit(self, keys: Iterable[str]) -> None:
+        """Look at these keys again (added, changed or deleted: the store will tell)."""
+        before = len(self._dirty)
+        self._dirty.update(k for k in keys if classify(k, self.prefix))
+        if len(self._dirty) != before:
+            self._wake.set()
+
+    def rescan(self, *, force: bool) -> asyncio.Future[RescanReport]:
+        """Ask for a rescan: a forced one re-reads every CSV, else only changed ones are read.
+
+        Calls made before the pending rescan starts share it.
+        """
+        if self._pending is None:
+            self._pending = _Rescan(force)
+            self._wake.set()
+        else:
+            self._pending.force |= force
+        return asyncio.shield(self._pending.future)
+
+    # The consumer.
+
+    async def run(self) -> None:
+        """Load everything, then apply changes as they are asked for, until cancelled."""
+        await self.load(retry=True)
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            request, self._pending = self._pending, None
+            if request is not None:
+                await self._run_rescan(request)
+            if self._dirty:
+                keys, self._dirty = self._dirty, set()
+                try:
+                    diff = await self._refresh(keys)
+                except StoreUnavailable as e:
+                    self._dirty |= keys
+                    self._retry_later(e)
+                except Exception:
+                    # A bug must not stop the index from following the store: try again later.
+                    logger.exception("failed to apply %d changed keys", len(keys))
+                    self._dirty |= keys
+                    self._retry_later(None)
+                else:
+                    logger.info("applied %d changed keys: %s", len(keys), _summary(diff))
+
+    async def load(self, *, retry: bool = False) -> RescanReport:
+        """Restore the last good records, then read every source object.
+
+        With ``retry``, keeps trying while the store is unavailable; else raises StoreUnavailable.
+        """
+        started = time.monotonic()
+        restored = self._restore is None
+        while True:
+            try:
+                if not restored:
+                    assert self._restore is not None
+                    self.index.apply(await self._restore())
+                    restored = True
+                report = await self._scan(force=True, started=started)
+                break
+            except StoreUnavailable as e:
+                delay = self._failed(e)
+                if not retry:
+                    raise
+            except Exception as e:
+                if not retry:
+                    raise
+                logger.exception("initial load failed")
+                self.store_error = f"initial load failed: {e}"
+                delay = self._retry_delays[-1]
+            await asyncio.sleep(delay)
+        logger.info(
+            "loaded %d users from %s in %d ms (%d rejected files)",
+            report.users,
+            self.store.describe(),
+            report.duration_ms,
+            report.rejected,
+        )
+        self.loaded.set()
+        return report
+
+    async def _run_rescan(self, request: _Rescan) -> None:
+        try:
+            report = await self._scan(force=request.force, started=time.monotonic())
+        except Exception as e:
+            if isinstance(e, StoreUnavailable):
+                self._failed(e)
+            else:
+                logger.exception("rescan failed")
+            request.future.set_exception(e)
+            request.future.exception()  # retrieved here: a caller may have gone away
+        else:
+            if report.added or report.updated or report.removed:
+                logger.info("rescan: %s", report)
+            request.future.set_result(report)
+
+    def _failed(self, error: StoreUnavailable) -> float:
+        """Record a store failure; returns how long to wait before trying again."""
+        self.store_error = str(error)
+        delays = self._retry_delays
+        delay = delays[min(self._failures, len(delays) - 1)]
+        self._failures += 1
+        logger.warning("store unavailable (%s); trying again in %g s", error, delay)
+        return delay
+
+    def _retry_later(self, error: StoreUnavailable | None) -> None:
+        delay = self._retry_delays[-1] if error is None else self._failed(error)
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    def _succeeded(self) -> None:
+        if self.store_error is not None:
+            logger.info("store reachable again")
+        self.store_error = None
+        self._failures = 0
+
+    async def _scan(self, *, force: bool, started: float) -> RescanReport:
+        listing = await self.store.list()
+        found: dict[str, Version | None] = {}
+        read: list[str] = []
+        for key, version in listing.items():
+            obj = classify(key, self.prefix)
+            if obj is None:
+                continue
+            if obj.kind == "png":
+                found[key] = version
+            elif force or self.versions.get(key) != version:
+                read.append(key)
+            else:
+                found[key] = version
+        for key in self.versions.keys() - listing.keys():
+            found[key] = None
+        diff = await self._update(found, read, everyone=force)
+        return RescanReport(
+            users=len(self.index),
+            added=len(diff.added),
+            updated=len(diff.updated),
+            removed=len(diff.removed),
+            rejected=len(self.rejected),
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
+
+    async def _refresh(self, keys: Collection[str]) -> Diff:
+        csvs: list[str] = []
+        pngs: list[str] = []
+        for key in keys:
+            obj = classify(key, self.prefix)
+            if obj is not None:
+                (csvs if obj.kind == "csv" else pngs).append(key)
+        found: dict[str, Version | None] = dict(await self.store.stat_many(pngs)) if pngs else {}
+        return await self._update(found, csvs)
+
+    async def _update(
+        self, found: dict[str, Version | None], read: Collection[str], *, everyone: bool = False
+    ) -> Diff:
+        """Read ``read``, then apply it and ``found`` (key -> version, None when gone)."""
+        outcomes = await self._read(read, found)
+        # A user left with one CSV after a conflict, or whose only CSV has no known content,
+        # needs that CSV read now.
+        again = self._unknown_csvs(found, outcomes)
+        if again:
+            outcomes.update(await self._read(again, found))
+        self._succeeded()
+        return self._apply(found, outcomes, everyone)
+
+    async def _read(self, keys: Collection[str], found: dict[str, Version | None]) -> dict[str, Outcome]:
+        if not keys:
+            return {}
+        contents = await self.store.read_many(keys)
+        present: dict[str, bytes] = {}
+        failed: dict[str, Outcome] = {}
+        for key, content in contents.items():
+            if content is None:
+                found[key] = None
+            elif isinstance(content, ObjectError):
+                found[key] = _UNREAD
+                failed[key] = f"cannot read: {content}"
+            else:
+                found[key], present[key] = content
+        outcomes = await asyncio.to_thread(_parse_all, present) if present else {}
+        outcomes.update(failed)
+        return outcomes
+
+    def _unknown_csvs(self, found: dict[str, Version | None], outcomes: dict[str, Outcome]) -> list[str]:
+        keys_after: dict[str, set[str]] = {}
+        for key, version in found.items():
+            obj = classify(key, self.prefix)
+            if obj is None or obj.kind != "csv":
+                continue
+            keys = keys_after.setdefault(obj.user_id, set(self.csv_keys.get(obj.user_id, ())))
+            if version is None:
+                keys.discard(key)
+            else:
+                keys.add(key)
+        return [
+            key
+            for user_id, keys in keys_after.items()
+            if len(keys) == 1
+            and (key := next(iter(keys))) not in outcomes
+            and (key in self._conflicts or (key not in self.rejected and user_id not in self.index))
+        ]
+
+    def _apply(self, found: dict[str, Version | None], outcomes: dict[str, Outcome], everyone: bool) -> Diff:
+        """Update the catalog and the index in one synchronous step."""
+        touched: set[str] = set(self.index.user_ids()) | set(self.csv_keys) if everyone else set()
+        for key, version in found.items():
+            obj = classify(key, self.prefix)
+            if obj is None:
+                continue
+            touched.add(obj.user_id)
+            keys_of = self.csv_keys if obj.kind == "csv" else self.png_keys
+            keys = keys_of.get(obj.user_id)
+            if version is None:
+                self.versions.pop(key, None)
+                self.rejected.pop(key, None)
+                self._conflicts.discard(key)
+                if keys is not None and key in keys:
+                    keys.remove(key)
+                    if not keys:
+                        del keys_of[obj.user_id]
+            else:
+                self.versions[key] = version
+                if keys is None:
+                    keys_of[obj.user_id] = [key]
+                elif key not in keys:
+                    keys.append(key)
+                    keys.sort()
+        upserts: list[UserRecord] = []
+        removals: list[str] = []
+        for user_id in touched:
+            record = self._resolve(user_id, outcomes)
+            if record is None:
+                removals.append(user_id)
+            else:
+                upserts.append(record)
+        diff = self.index.apply(upserts, removals)
+        if diff:
+            for listener in self.listeners:
+                listener(diff)
+        return diff
+
+    def _resolve(self, user_id: str, outcomes: dict[str, Outcome]) -> UserRecord | None:
+        """The record ``user_id`` should have now, None if it is not a user."""
+        csvs = self.csv_keys.get(user_id)
+        if not csvs:
+            return None
+        current = self.index.get(user_id)
+        if len(csvs) > 1:
+            reason = f"conflict: {' and '.join(csvs)} name the same user {user_id!r}"
+            for key in csvs:
+                self.rejected[key] = reason
+                self._conflicts.add(key)
+            record = current
+        else:
+            key = csvs[0]
+            outcome = outcomes.get(key)
+            if key in self._conflicts and outcome is not None:
+                self._conflicts.discard(key)
+                self.rejected.pop(key, None)
+            if isinstance(outcome, UserFields):
+                self.rejected.pop(key, None)
+                record = UserRecord.build(user_id, outcome, None)
+            else:
+                if isinstance(outcome, str):
+                    self.rejected[key] = outcome
+                    logger.warning("rejected %s: %s", key, outcome)
+                record = current  # a rejected file never removes or changes the last good record
+        if record is None:
+            return None
+        pngs = self.png_keys.get(user_id)
+        img_path = pngs[0] if pngs else None
+        return record if record.img_path == img_path else replace(record, img_path=img_path)
+
+
+def _parse_all(contents: dict[str, bytes]) -> dict[str, Outcome]:
+    now_ms = time.time_ns() // 1_000_000
+    outcomes: dict[str, Outcome] = {}
+    for key, data in contents.items():
+        try:
+            outcomes[key] = parse_user_csv(data, now_ms=now_ms)
+        except InvalidRecord as e:
+            outcomes[key] = str(e)
+    return outcomes
+
+
+def _summary(diff: Diff) -> str:
+    return f"{len(diff.added)} added, {len(diff.updated)} updated, {len(diff.removed)} removed"

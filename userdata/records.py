@@ -1,0 +1,163 @@
+"""User records: parsing a user's CSV, and age arithmetic on calendar dates in UTC."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import re
+import time
+from dataclasses import dataclass
+
+__all__ = (
+    "DAY_MS",
+    "YEAR_MS",
+    "InvalidRecord",
+    "UserRecord",
+    "UserFields",
+    "age_on",
+    "day_of",
+    "latest_birth_day_for_age",
+    "parse_user_csv",
+)
+
+DAY_MS = 86_400_000
+#: The mean Gregorian year, used for the exact (fractional) ages averaged by /stats.
+YEAR_MS = 365.2425 * DAY_MS
+_EPOCH_ORDINAL = dt.date(1970, 1, 1).toordinal()
+#: birthts of 0001-01-01T00:00:00Z: earlier times have no calendar date here.
+MIN_BIRTHTS = (dt.date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * DAY_MS
+
+REQUIRED_COLUMNS = ("first_name", "last_name", "birthts")
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+class InvalidRecord(ValueError):
+    """A source CSV that cannot be a user; ``str(exc)`` is a one-line reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class UserFields:
+    """What a valid user CSV says."""
+
+    first_name: str
+    last_name: str
+    birthts: int
+
+
+@dataclass(frozen=True, slots=True)
+class UserRecord:
+    """One user as served by the API; field order is the JSON and output.csv order."""
+
+    user_id: str
+    first_name: str
+    last_name: str
+    birthts: int
+    img_path: str | None
+
+    @classmethod
+    def build(cls, user_id: str, fields: UserFields, img_path: str | None) -> UserRecord:
+        return cls(user_id, fields.first_name, fields.last_name, fields.birthts, img_path)
+
+
+def parse_user_csv(data: bytes, *, now_ms: int | None = None) -> UserFields:
+    """Parse a user's CSV (a header and exactly one data row).
+
+    UTF-8 with or without BOM, CRLF or LF; header names are trimmed and matched
+    case-insensitively in any order; extra columns are ignored; values are trimmed;
+    blank lines are ignored. Raises :class:`InvalidRecord` with a one-line reason.
+
+    >>> parse_user_csv(b"first_name, last_name, birthts\\nSusan, Lee, 612302400000\\n")
+    UserFields(first_name='Susan', last_name='Lee', birthts=612302400000)
+    """
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InvalidRecord(f"not UTF-8 (byte {e.start})") from None
+    if "\x00" in text:
+        raise InvalidRecord("contains a NUL character")
+    try:
+        rows = [
+            [value.strip() for value in row]
+            for row in csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+            if any(value.strip() for value in row)
+        ]
+    except csv.Error as e:
+        raise InvalidRecord(f"malformed CSV: {e}") from None
+    if not rows:
+        raise InvalidRecord("empty file")
+    header = [name.lower() for name in rows[0]]
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise InvalidRecord(f"missing column {', '.join(missing)}")
+    for name in REQUIRED_COLUMNS:
+        if header.count(name) > 1:
+            raise InvalidRecord(f"column {name} appears more than once")
+    if len(rows) != 2:
+        raise InvalidRecord(f"expected exactly one data row, found {len(rows) - 1}")
+    row = rows[1]
+    if len(row) < len(header):
+        raise InvalidRecord(f"data row has {len(row)} values, header has {len(header)}")
+    first_name, last_name, raw_birthts = (row[header.index(name)] for name in REQUIRED_COLUMNS)
+    if not first_name:
+        raise InvalidRecord("first_name is empty")
+    if not last_name:
+        raise InvalidRecord("last_name is empty")
+    if not _INTEGER.fullmatch(raw_birthts):
+        raise InvalidRecord(f"birthts is not an integer: {_excerpt(raw_birthts)}")
+    if len(raw_birthts) > 20:  # far outside any date; also keeps int() within its digit limit
+        raise InvalidRecord(f"birthts is out of range: {_excerpt(raw_birthts)}")
+    birthts = int(raw_birthts)
+    if birthts > (time.time_ns() // 1_000_000 if now_ms is None else now_ms):
+        raise InvalidRecord(f"birthts {birthts} is in the future")
+    if birthts < MIN_BIRTHTS:
+        raise InvalidRecord(f"birthts {birthts} is before the year 1")
+    return UserFields(first_name, last_name, birthts)
+
+
+def _excerpt(value: str, limit: int = 40) -> str:
+    return repr(value if len(value) <= limit else value[:limit] + "...")
+
+
+# Ages. A day number counts days since 1970-01-01 (negative before), in UTC.
+
+
+def day_of(ms: int) -> int:
+    """The UTC day number of a time in milliseconds since the epoch."""
+    return ms // DAY_MS
+
+
+def _date(day: int) -> dt.date:
+    return dt.date.fromordinal(day + _EPOCH_ORDINAL)
+
+
+def age_on(birth: int, today: int) -> int:
+    """Completed years on day ``today`` of someone born on day ``birth``.
+
+    A Feb 29 birthday counts from Mar 1 in other years.
+    """
+    b, t = _date(birth), _date(today)
+    return t.year - b.year - ((t.month, t.day) < (b.month, b.day))
+
+
+def latest_birth_day_for_age(today: int, age: int) -> int | None:
+    """The last birth day whose age on ``today`` is at least ``age``, or None if no such day.
+
+    Born on day d, one is ``age`` or older exactly when (year(d) + age, month, day) <= today's
+    (year, month, day); so the bound is today's date moved back ``age`` years, or Feb 28 when
+    that lands on a Feb 29 that does not exist.
+    """
+    t = _date(today)
+    year = t.year - age
+    if year < dt.MINYEAR:
+        return None
+    if year > dt.MAXYEAR:
+        return today  # age < 0: everyone qualifies; today is the latest possible birth day
+    day = t.day
+    if t.month == 2 and day == 29 and not _is_leap(year):
+        day = 28
+    return dt.date(year, t.month, day).toordinal() - _EPOCH_ORDINAL
+
+
+def _is_leap(year: int) -> bool:
+    return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)

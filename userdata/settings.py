@@ -1,0 +1,144 @@
+"""Settings: command-line options, then USERDATA_* variables, then defaults.
+
+This module is the only reader of the environment, and only when :func:`resolve` is called.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+__all__ = ("OPTIONS", "Settings", "SettingsError", "resolve")
+
+
+class SettingsError(ValueError):
+    """An option or variable has a value that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How the service runs. Tests build it directly; the CLI builds it with :func:`resolve`."""
+
+    data_dir: Path = Path("minio-data")
+    s3_endpoint: str | None = None
+    bucket: str = "datalake"
+    prefix: str = "src-data/"
+    output_key: str = "processed_data/output.csv"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    rescan_interval: float = 60.0
+    database_url: str | None = None
+    webhook_token: str | None = None
+    log_level: str = "info"
+    # Tuning, not on the command line: tests pass small values, or switch parts off.
+    watch: bool = True
+    watch_debounce_ms: int = 200
+    watch_step_ms: int = 20
+    output_settle: float = 0.3
+    output_max_delay: float = 3.0
+    retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if not self.bucket or "/" in self.bucket:
+            raise SettingsError(f"bucket: not a bucket name: {self.bucket!r}")
+        prefix = self.prefix.strip("/")
+        object.__setattr__(self, "prefix", prefix + "/" if prefix else "")
+        if not self.output_key or self.output_key.endswith("/"):
+            raise SettingsError(f"output_key: not an object key: {self.output_key!r}")
+        if self.output_key.startswith(self.prefix) and "/" not in self.output_key[len(self.prefix) :]:
+            raise SettingsError(f"output_key: {self.output_key!r} must not be a source object")
+        if self.log_level not in ("debug", "info", "warning", "error"):
+            raise SettingsError(f"log_level: {self.log_level!r} is not debug, info, warning or error")
+        if not 0 <= self.port <= 65535:
+            raise SettingsError(f"port: {self.port} is not 0..65535")
+        if not (math.isfinite(self.rescan_interval) and self.rescan_interval >= 0):
+            raise SettingsError(f"rescan_interval: {self.rescan_interval} is not a number of seconds >= 0")
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "webhook_token" and value:
+                value = "***"
+            elif f.name == "database_url" and value:
+                value = _hide_password(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+
+def _hide_password(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+def _positive_int(text: str) -> int:
+    if not re.fullmatch(r"[0-9]+", text):
+        raise ValueError("expected a whole number")
+    return int(text)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("expected a number of seconds >= 0")
+    return value
+
+
+def _text(text: str) -> str:
+    return text
+
+
+#: option name -> how to convert its text; every one is also USERDATA_<NAME>
+OPTIONS: dict[str, Any] = {
+    "data_dir": Path,
+    "s3_endpoint": _text,
+    "bucket": _text,
+    "prefix": _text,
+    "output_key": _text,
+    "host": _text,
+    "port": _positive_int,
+    "rescan_interval": _seconds,
+    "database_url": _text,
+    "webhook_token": _text,
+    "log_level": str.lower,
+}
+
+
+def resolve(
+    options: Mapping[str, str | None], environ: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Settings from command-line ``options`` (None where not given), then the environment.
+
+    >>> resolve({"port": "9000"}, {"USERDATA_PORT": "8000", "USERDATA_BUCKET": "b"}).port
+    9000
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for name, convert in OPTIONS.items():
+        text = options.get(name)
+        source = "--" + name.replace("_", "-")
+        if text is None:
+            variable = "USERDATA_" + name.upper()
+            text = env.get(variable) or None  # an empty variable counts as unset
+            source = variable
+        if text is None:
+            continue
+        try:
+            values[name] = convert(text)
+        except ValueError as e:
+            raise SettingsError(f"{source}: {text!r}: {e}") from None
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except SettingsError as e:
+        name, _, message = str(e).partition(": ")
+        raise SettingsError(f"--{name.replace('_', '-')}: {message}") from None

@@ -1,0 +1,1 @@
+"""Sinks: where the index goes after a change (output.csv; later the database mirror)."""

@@ -1,0 +1,56 @@
+"""Object stores: where source objects are listed and read, and output.csv is written.
+
+Every store speaks in object keys (``src-data/1000.csv``) within one bucket, and gives each
+object an opaque version (size and mtime on disk, the ETag in S3) that changes when it does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Hashable
+from typing import Protocol
+
+__all__ = ("Listing", "ObjectError", "Store", "StoreUnavailable", "Version")
+
+Version = Hashable
+#: key -> version of every object directly under the source prefix
+Listing = dict[str, Version]
+
+
+class StoreUnavailable(ConnectionError):
+    """The store cannot be reached or listed; what is already indexed stays as it is."""
+
+
+class ObjectError(Exception):
+    """One object exists but cannot be read (permissions, say); the store itself works."""
+
+
+class Store(Protocol):
+    """What the pipeline and the sinks need of a store."""
+
+    def describe(self) -> str:
+        """Where the store is, for logs and /health."""
+        ...
+
+    async def list(self) -> Listing:
+        """Objects directly under the source prefix (not in sub-folders)."""
+        ...
+
+    async def read_many(
+        self, keys: Collection[str]
+    ) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
+        """Version and body of each key, None where the object does not exist (any more)."""
+        ...
+
+    async def stat_many(self, keys: Collection[str]) -> dict[str, Version | None]:
+        """Version of each key without its body, None where it does not exist."""
+        ...
+
+    async def read(self, key: str) -> bytes | None:
+        """One object's body (any key in the bucket), None if it does not exist."""
+        ...
+
+    async def write(self, key: str, data: bytes) -> None:
+        """Replace one object (any key in the bucket) whole: readers see the old or the new."""
+        ...
+
+    async def close(self) -> None: ...

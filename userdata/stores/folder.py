@@ -1,0 +1,154 @@
+"""The folder store: objects are plain files under ``<data-dir>/<bucket>/``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+import tempfile
+from collections.abc import Collection, Iterable
+from itertools import islice
+from pathlib import Path
+
+from . import Listing, ObjectError, StoreUnavailable, Version
+
+__all__ = ("FolderStore",)
+
+logger = logging.getLogger("userdata.stores.folder")
+_CHUNK = 128  # files per thread hop: enough to hide the hop's cost, small enough to spread
+
+
+def _version(st: os.stat_result) -> Version:
+    return (st.st_size, st.st_mtime_ns)
+
+
+class FolderStore:
+    """A MinIO-shaped tree of plain files: object ``k`` of the bucket is ``<root>/<k>``."""
+
+    def __init__(self, data_dir: Path, bucket: str, prefix: str, *, threads: int = 4) -> None:
+        self.root = Path(data_dir) / bucket
+        self.prefix = prefix
+        self.source_dir = self.root / prefix if prefix else self.root
+        self._threads = asyncio.Semaphore(threads)
+
+    def describe(self) -> str:
+        return f"folder {self.source_dir}"
+
+    def ensure_source_dir(self) -> None:
+        """Create the source folder if missing, so a new data directory can be watched."""
+        self.source_dir.mkdir(parents=True, exist_ok=True)
+
+    def path(self, key: str) -> Path:
+        return self.root / key
+
+    async def list(self) -> Listing:
+        return await asyncio.to_thread(self._list)
+
+    def _list(self) -> Listing:
+        listing: Listing = {}
+        try:
+            with os.scandir(self.source_dir) as entries:
+                for entry in entries:
+                    try:
+                        if entry.is_file():
+                            listing[self.prefix + entry.name] = _version(entry.stat())
+                    except FileNotFoundError:
+                        continue  # removed while listing
+        except (FileNotFoundError, NotADirectoryError) as e:
+            # A missing source folder is more likely an unmounted volume than every user
+            # deleted: keep serving what is indexed.
+            raise StoreUnavailable(f"source folder {self.source_dir} not found") from e
+        except OSError as e:
+            raise StoreUnavailable(f"cannot list {self.source_dir}: {e.strerror}") from e
+        return listing
+
+    async def read_many(self, keys: Collection[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
+        out: dict[str, tuple[Version, bytes] | ObjectError | None] = {}
+        for part in await self._in_threads(self._read_chunk, keys):
+            out.update(part)
+        return out
+
+    async def stat_many(self, keys: Collection[str]) -> dict[str, Version | None]:
+        out: dict[str, Version | None] = {}
+        for part in await self._in_threads(self._stat_chunk, keys):
+            out.update(part)
+        return out
+
+    async def _in_threads(self, work, keys: Collection[str]) -> list:  # type: ignore[no-untyped-def]
+        async def run(chunk: list[str]):  # type: ignore[no-untyped-def]
+            async with self._threads:
+                return await asyncio.to_thread(work, chunk)
+
+        return await asyncio.gather(*(run(chunk) for chunk in _chunks(keys, _CHUNK)))
+
+    def _read_chunk(self, keys: list[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
+        out: dict[str, tuple[Version, bytes] | ObjectError | None] = {}
+        for key in keys:
+            out[key] = self._read_one(key)
+        return out
+
+    def _read_one(self, key: str) -> tuple[Version, bytes] | ObjectError | None:
+        try:
+            with open(self.root / key, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    return None
+                return _version(st), f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        except OSError as e:
+            return ObjectError(e.strerror or str(e))
+
+    def _stat_chunk(self, keys: list[str]) -> dict[str, Version | None]:
+        out: dict[str, Version | None] = {}
+        for key in keys:
+            try:
+                st = os.stat(self.root / key)
+            except (FileNotFoundError, NotADirectoryError):
+                out[key] = None
+            else:
+                out[key] = _version(st) if stat.S_ISREG(st.st_mode) else None
+        return out
+
+    async def read(self, key: str) -> bytes | None:
+        found = await asyncio.to_thread(self._read_one, key)
+        if isinstance(found, ObjectError):
+            raise found
+        return None if found is None else found[1]
+
+    async def write(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._write, self.root / key, data)
+
+    @staticmethod
+    def _write(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            with _suppress_oserror():
+                os.unlink(tmp)
+            raise
+
+    async def close(self) -> None:
+        pass
+
+
+def _chunks(items: Iterable[str], size: int) -> Iterable[list[str]]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
+
+
+class _suppress_oserror:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> bool:
+        return isinstance(exc[1], OSError)

@@ -1,0 +1,120 @@
+"""HTTP handlers: parse the request, ask the index or the pipeline, answer JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import time
+from importlib import resources
+from typing import Any
+
+import orjson
+from aiohttp import web
+from multidict import MultiMapping
+
+from .index import Filters
+from .keys import INDEX, OUTPUT, PIPELINE, STORE
+from .middleware import BadRequest, json_error
+from .stores import StoreUnavailable
+
+__all__ = ("parse_filters", "routes")
+
+routes = web.RouteTableDef()
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_NUMBER = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_FILTER_NAMES = ("is_image_exists", "min_age", "max_age")
+
+
+def parse_filters(query: MultiMapping[str]) -> Filters:
+    """Filters from a query string; raises BadRequest naming the parameter at fault."""
+    values: dict[str, str] = {}
+    for name, raw in query.items():  # every pair: iterating the keys would hide repeats
+        if name not in _FILTER_NAMES:
+            raise BadRequest(f"unknown parameter {_quote(name)}; known: {', '.join(_FILTER_NAMES)}")
+        if name in values:
+            raise BadRequest(f"parameter {name} given more than once")
+        value = values[name] = raw.strip()
+        if not value:
+            raise BadRequest(f"parameter {name} is empty")
+    has_image = None
+    if "is_image_exists" in values:
+        has_image = _BOOLEANS.get(values["is_image_exists"].lower())
+        if has_image is None:
+            raise BadRequest(f"is_image_exists must be true or false, not {_quote(values['is_image_exists'])}")
+    min_age, max_age = (_age(name, values.get(name)) for name in ("min_age", "max_age"))
+    if min_age is not None and max_age is not None and min_age > max_age:
+        raise BadRequest(f"min_age ({values['min_age']}) is greater than max_age ({values['max_age']})")
+    return Filters(has_image, min_age, max_age)
+
+
+def _age(name: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    if not _NUMBER.fullmatch(text):
+        raise BadRequest(f"{name} must be a non-negative number, not {_quote(text)}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadRequest(f"{name} must be a finite number, not {_quote(text)}")
+    return value
+
+
+def _quote(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@routes.get("/data")
+async def get_data(request: web.Request) -> web.Response:
+    filters = parse_filters(request.query)
+    return _json(request.app[INDEX].query(filters, _now_ms()))
+
+
+@routes.get("/stats")
+async def get_stats(request: web.Request) -> web.Response:
+    filters = parse_filters(request.query)
+    return _json(request.app[INDEX].stats(filters, _now_ms()))
+
+
+@routes.post("/data")
+async def rescan(request: web.Request) -> web.Response:
+    """A full forced rescan; concurrent calls share one."""
+    try:
+        report = await request.app[PIPELINE].rescan(force=True)
+    except StoreUnavailable as e:
+        return json_error(503, f"store unavailable: {e}")
+    return _json(dataclasses.asdict(report))
+
+
+@routes.get("/health")
+async def health(request: web.Request) -> web.Response:
+    pipeline, output = request.app[PIPELINE], request.app[OUTPUT]
+    causes = []
+    if pipeline.store_error is not None:
+        causes.append(f"store unavailable: {pipeline.store_error}")
+    if output.error is not None:
+        causes.append(output.error)
+    cause = "; ".join(causes)
+    if not pipeline.loaded.is_set():
+        return _json({"status": "degraded", "cause": cause} if cause else {"status": "starting"}, 503)
+    body: dict[str, Any] = {"status": "degraded" if cause else "ok"}
+    if cause:
+        body["cause"] = cause
+    body["users"] = len(request.app[INDEX])
+    body["rejected"] = [{"key": k, "reason": r} for k, r in sorted(pipeline.rejected.items())]
+    body["store"] = request.app[STORE].describe()
+    return _json(body)
+
+
+@routes.get("/")
+async def page(request: web.Request) -> web.Response:
+    html = resources.files("userdata").joinpath("page.html").read_bytes()
+    return web.Response(body=html, content_type="text/html")

@@ -1,0 +1,80 @@
+"""Watching the source folder: file events become keys for the pipeline to look at again."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from pathlib import Path
+
+from watchfiles import Change, awatch
+
+from .objects import classify
+
+__all__ = ("Watcher",)
+
+logger = logging.getLogger("userdata.watcher")
+
+
+class Watcher:
+    """Turns changes to files directly in ``directory`` into object keys under ``prefix``.
+
+    Only names matter: whether a key was added, changed or deleted is for the pipeline to find
+    out from the store (a rename is a delete and an add, and one batch can hold both for the same
+    path). ``on_restart`` is called when watching resumes after a failure, to catch up.
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        prefix: str,
+        submit: Callable[[Iterable[str]], None],
+        *,
+        on_restart: Callable[[], object] = lambda: None,
+        debounce_ms: int = 200,
+        step_ms: int = 20,
+        retry_delay: float = 2.0,
+    ) -> None:
+        self.directory = str(Path(directory).resolve())
+        self.prefix = prefix
+        self.submit = submit
+        self.on_restart = on_restart
+        self.debounce_ms = debounce_ms
+        self.step_ms = step_ms
+        self.retry_delay = retry_delay
+        self.stop_event = asyncio.Event()
+
+    def _wanted(self, change: Change, path: str) -> bool:
+        return os.path.dirname(path) == self.directory and self._key(path) is not None
+
+    def _key(self, path: str) -> str | None:
+        key = self.prefix + os.path.basename(path)
+        return key if classify(key, self.prefix) else None
+
+    async def run(self) -> None:
+        """Watch until :attr:`stop_event` is set; a failing watch is started again."""
+        failed = False
+        while not self.stop_event.is_set():
+            try:
+                if failed:
+                    self.on_restart()
+                logger.info("watching %s", self.directory)
+                async for changes in awatch(
+                    self.directory,
+                    watch_filter=self._wanted,
+                    debounce=self.debounce_ms,
+                    step=self.step_ms,
+                    stop_event=self.stop_event,
+                    recursive=False,
+                ):
+                    keys = {key for _, path in changes if (key := self._key(path))}
+                    logger.debug("file events for %s", sorted(keys))
+                    self.submit(keys)
+                return
+            except Exception as e:
+                failed = True
+                logger.warning("watching %s failed (%s); retrying in %g s", self.directory, e, self.retry_delay)
+                with suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), self.retry_delay)
