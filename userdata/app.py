@@ -15,7 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from .index import UserIndex
-from .keys import INDEX, OUTPUT, PIPELINE, SETTINGS, STORE
+from .keys import INDEX, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER
 from .middleware import error_middleware
 from .pipeline import Pipeline
 from .settings import Settings
@@ -74,7 +74,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     pipeline.listeners.append(app[OUTPUT].notify)
     watcher = None
     if settings.watch and isinstance(store, FolderStore):
-        watcher = Watcher(
+        watcher = app[WATCHER] = Watcher(
             store.source_dir,
             settings.prefix,
             pipeline.submit,

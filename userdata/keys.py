@@ -9,9 +9,11 @@ from .pipeline import Pipeline
 from .settings import Settings
 from .sinks.output_csv import OutputWriter
 from .stores import Store
+from .watcher import Watcher
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 INDEX = web.AppKey("index", UserIndex)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTPUT = web.AppKey("output", OutputWriter)
+WATCHER = web.AppKey("watcher", Watcher)  # only set while a folder is watched

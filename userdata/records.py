@@ -89,7 +89,7 @@ def parse_user_csv(data: bytes, *, now_ms: int | None = None) -> UserFields:
     header = [name.lower() for name in rows[0]]
     missing = [name for name in REQUIRED_COLUMNS if name not in header]
     if missing:
-        raise InvalidRecord(f"missing column {', '.join(missing)}")
+        raise InvalidRecord(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     for name in REQUIRED_COLUMNS:
         if header.count(name) > 1:
             raise InvalidRecord(f"column {name} appears more than once")

@@ -123,22 +123,23 @@ def resolve(
     """
     env = os.environ if environ is None else environ
     values: dict[str, Any] = {}
+    sources: dict[str, str] = {}  # where each value came from, to name it in errors
     for name, convert in OPTIONS.items():
         text = options.get(name)
         source = "--" + name.replace("_", "-")
         if text is None:
-            variable = "USERDATA_" + name.upper()
-            text = env.get(variable) or None  # an empty variable counts as unset
-            source = variable
+            source = "USERDATA_" + name.upper()
+            text = env.get(source) or None  # an empty variable counts as unset
         if text is None:
             continue
         try:
             values[name] = convert(text)
         except ValueError as e:
             raise SettingsError(f"{source}: {text!r}: {e}") from None
+        sources[name] = source
     values.update(overrides)
     try:
         return Settings(**values)
     except SettingsError as e:
         name, _, message = str(e).partition(": ")
-        raise SettingsError(f"--{name.replace('_', '-')}: {message}") from None
+        raise SettingsError(f"{sources.get(name, name)}: {message}") from None

@@ -14,7 +14,7 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from .index import Filters
-from .keys import INDEX, OUTPUT, PIPELINE, STORE
+from .keys import INDEX, OUTPUT, PIPELINE, STORE, WATCHER
 from .middleware import BadRequest, json_error
 from .stores import StoreUnavailable
 
@@ -102,6 +102,9 @@ async def health(request: web.Request) -> web.Response:
         causes.append(f"store unavailable: {pipeline.store_error}")
     if output.error is not None:
         causes.append(output.error)
+    watcher = request.app.get(WATCHER)
+    if watcher is not None and watcher.error is not None:
+        causes.append(watcher.error)
     cause = "; ".join(causes)
     if not pipeline.loaded.is_set():
         return _json({"status": "degraded", "cause": cause} if cause else {"status": "starting"}, 503)

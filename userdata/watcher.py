@@ -45,6 +45,8 @@ class Watcher:
         self.step_ms = step_ms
         self.retry_delay = retry_delay
         self.stop_event = asyncio.Event()
+        #: why the folder is not being watched, None while it is
+        self.error: str | None = None
 
     def _wanted(self, change: Change, path: str) -> bool:
         return os.path.dirname(path) == self.directory and self._key(path) is not None
@@ -55,10 +57,10 @@ class Watcher:
 
     async def run(self) -> None:
         """Watch until :attr:`stop_event` is set; a failing watch is started again."""
-        failed = False
+        failures = 0
         while not self.stop_event.is_set():
             try:
-                if failed:
+                if failures:
                     self.on_restart()
                 logger.info("watching %s", self.directory)
                 async for changes in awatch(
@@ -68,13 +70,19 @@ class Watcher:
                     step=self.step_ms,
                     stop_event=self.stop_event,
                     recursive=False,
+                    yield_on_timeout=True,
+                    rust_timeout=1000,
                 ):
+                    self.error = None  # the watch is up: reached on the first batch or timeout
                     keys = {key for _, path in changes if (key := self._key(path))}
-                    logger.debug("file events for %s", sorted(keys))
-                    self.submit(keys)
+                    if keys:
+                        logger.debug("file events for %s", sorted(keys))
+                        self.submit(keys)
                 return
             except Exception as e:
-                failed = True
-                logger.warning("watching %s failed (%s); retrying in %g s", self.directory, e, self.retry_delay)
+                delay = min(self.retry_delay * 2**failures, 30.0)
+                failures += 1
+                self.error = f"not watching {self.directory}: {e}"
+                logger.warning("%s; retrying in %g s", self.error, delay)
                 with suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.stop_event.wait(), self.retry_delay)
+                    await asyncio.wait_for(self.stop_event.wait(), delay)

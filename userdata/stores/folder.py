@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import errno
 import os
 import stat
 import tempfile
@@ -15,7 +15,6 @@ from . import Listing, ObjectError, StoreUnavailable, Version
 
 __all__ = ("FolderStore",)
 
-logger = logging.getLogger("userdata.stores.folder")
 _CHUNK = 128  # files per thread hop: enough to hide the hop's cost, small enough to spread
 
 
@@ -89,14 +88,23 @@ class FolderStore:
         return out
 
     def _read_one(self, key: str) -> tuple[Version, bytes] | ObjectError | None:
+        """An object is a regular file (symlinks followed); anything else does not exist."""
         try:
-            with open(self.root / key, "rb") as f:
-                st = os.fstat(f.fileno())
-                if not stat.S_ISREG(st.st_mode):
-                    return None
-                return _version(st), f.read()
-        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            # O_NONBLOCK: opening a FIFO must not wait for a writer; no effect on regular files.
+            fd = os.open(self.root / key, os.O_RDONLY | os.O_NONBLOCK)
+        except (FileNotFoundError, NotADirectoryError):
             return None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                return None  # a symlink loop is not a file
+            return ObjectError(e.strerror or str(e))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                return None
+            with open(fd, "rb") as f:
+                return _version(st), f.read()
         except OSError as e:
             return ObjectError(e.strerror or str(e))
 
@@ -107,6 +115,8 @@ class FolderStore:
                 st = os.stat(self.root / key)
             except (FileNotFoundError, NotADirectoryError):
                 out[key] = None
+            except OSError:
+                out[key] = None  # a symlink loop, say: not a file
             else:
                 out[key] = _version(st) if stat.S_ISREG(st.st_mode) else None
         return out

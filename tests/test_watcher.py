@@ -1,0 +1,41 @@
+import asyncio
+
+from helpers import wait_until
+from userdata.watcher import Watcher
+
+
+async def test_the_watcher_maps_paths_to_keys_and_filters_names(tmp_path):
+    seen: set[str] = set()
+    watcher = Watcher(tmp_path, "src/", seen.update, debounce_ms=50, step_ms=10)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await asyncio.sleep(0)  # awatch registers its watch in its first step
+        (tmp_path / "sub").mkdir()
+        (tmp_path / "sub" / "1.csv").write_text("x")
+        for name in ("2.csv", "3.PNG", ".hidden.csv", "4.csv~", "5.csv.tmp", "notes.txt"):
+            (tmp_path / name).write_text("x")
+        await wait_until(lambda: {"src/2.csv", "src/3.PNG"} <= seen)
+        (tmp_path / "6.csv").write_text("x")
+        await wait_until(lambda: "src/6.csv" in seen)
+        assert seen == {"src/2.csv", "src/3.PNG", "src/6.csv"}
+    finally:
+        watcher.stop_event.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_a_failed_watch_is_started_again_and_asks_to_catch_up(tmp_path):
+    directory = tmp_path / "later"
+    seen: set[str] = set()
+    restarts = []
+    watcher = Watcher(directory, "", seen.update, on_restart=lambda: restarts.append(1), retry_delay=0.05)
+    task = asyncio.create_task(watcher.run())
+    try:
+        await wait_until(lambda: watcher.error is not None)
+        assert "not watching" in watcher.error
+        directory.mkdir()
+        await wait_until(lambda: restarts and watcher.error is None, timeout=10)
+        (directory / "1.csv").write_text("x")
+        await wait_until(lambda: "1.csv" in seen)
+    finally:
+        watcher.stop_event.set()
+        await asyncio.wait_for(task, 5)
