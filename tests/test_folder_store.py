@@ -19,16 +19,16 @@ async def test_list_gives_files_directly_under_the_prefix_with_versions(store):
     (store.source_dir / "sub" / "2.csv").write_text("y")
     os.symlink(store.source_dir / "1.csv", store.source_dir / "link.csv")
     os.symlink("missing", store.source_dir / "dangling.csv")
-    listing = await store.list()
+    listing = await store.list_objects()
     assert sorted(listing) == ["src/1.csv", "src/link.csv"]
     before = listing["src/1.csv"]
     (store.source_dir / "1.csv").write_text("xy")
-    assert (await store.list())["src/1.csv"] != before
+    assert (await store.list_objects())["src/1.csv"] != before
 
 
 async def test_a_missing_source_folder_is_unavailable_not_empty(tmp_path):
     with pytest.raises(StoreUnavailable, match="not found"):
-        await FolderStore(tmp_path, "bucket", "src/").list()
+        await FolderStore(tmp_path, "bucket", "src/").list_objects()
 
 
 async def test_read_many_reports_missing_and_non_files_as_none(store):

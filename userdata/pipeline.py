@@ -205,7 +205,7 @@ class Pipeline:
         self._failures = 0
 
     async def _scan(self, *, force: bool, started: float) -> RescanReport:
-        listing = await self.store.list()
+        listing = await self.store.list_objects()
         found: dict[str, Version | None] = {}
         read: list[str] = []
         for key, version in listing.items():

@@ -105,9 +105,10 @@ def parse_user_csv(data: bytes, *, now_ms: int | None = None) -> UserFields:
         raise InvalidRecord("last_name is empty")
     if not _INTEGER.fullmatch(raw_birthts):
         raise InvalidRecord(f"birthts is not an integer: {_excerpt(raw_birthts)}")
-    if len(raw_birthts) > 20:  # far outside any date; also keeps int() within its digit limit
+    digits = raw_birthts.lstrip("-").lstrip("0") or "0"
+    if len(digits) > 20:  # far from any date; also keeps int() within its digit limit
         raise InvalidRecord(f"birthts is out of range: {_excerpt(raw_birthts)}")
-    birthts = int(raw_birthts)
+    birthts = -int(digits) if raw_birthts.startswith("-") else int(digits)
     if birthts > (time.time_ns() // 1_000_000 if now_ms is None else now_ms):
         raise InvalidRecord(f"birthts {birthts} is in the future")
     if birthts < MIN_BIRTHTS:

@@ -31,7 +31,7 @@ class Store(Protocol):
         """Where the store is, for logs and /health."""
         ...
 
-    async def list(self) -> Listing:
+    async def list_objects(self) -> Listing:
         """Objects directly under the source prefix (not in sub-folders)."""
         ...
 

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import logging
 import os
 import stat
 import tempfile
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from itertools import islice
 from pathlib import Path
+from typing import TypeVar
 
 from . import Listing, ObjectError, StoreUnavailable, Version
 
 __all__ = ("FolderStore",)
 
+logger = logging.getLogger("userdata.stores.folder")
+T = TypeVar("T")
 _CHUNK = 128  # files per thread hop: enough to hide the hop's cost, small enough to spread
 
 
@@ -35,16 +39,23 @@ class FolderStore:
         return f"folder {self.source_dir}"
 
     def ensure_source_dir(self) -> None:
-        """Create the source folder if missing, so a new data directory can be watched."""
-        self.source_dir.mkdir(parents=True, exist_ok=True)
+        """Create the source folder if missing, so a new data directory can be watched.
+
+        A failure is only logged: listing will report the store unavailable, and the service
+        starts degraded instead of not at all.
+        """
+        try:
+            self.source_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            logger.warning("cannot create source folder %s: %s", self.source_dir, e)
 
     def path(self, key: str) -> Path:
         return self.root / key
 
-    async def list(self) -> Listing:
-        return await asyncio.to_thread(self._list)
+    async def list_objects(self) -> Listing:
+        return await asyncio.to_thread(self._list_objects)
 
-    def _list(self) -> Listing:
+    def _list_objects(self) -> Listing:
         listing: Listing = {}
         try:
             with os.scandir(self.source_dir) as entries:
@@ -63,28 +74,24 @@ class FolderStore:
         return listing
 
     async def read_many(self, keys: Collection[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
-        out: dict[str, tuple[Version, bytes] | ObjectError | None] = {}
-        for part in await self._in_threads(self._read_chunk, keys):
-            out.update(part)
-        return out
+        return await self._in_threads(self._read_one, keys)
 
     async def stat_many(self, keys: Collection[str]) -> dict[str, Version | None]:
-        out: dict[str, Version | None] = {}
-        for part in await self._in_threads(self._stat_chunk, keys):
-            out.update(part)
-        return out
+        return await self._in_threads(self._stat_one, keys)
 
-    async def _in_threads(self, work, keys: Collection[str]) -> list:  # type: ignore[no-untyped-def]
-        async def run(chunk: list[str]):  # type: ignore[no-untyped-def]
+    async def _in_threads(self, work: Callable[[str], T], keys: Collection[str]) -> dict[str, T]:
+        """``work(key)`` for every key, in chunks on a few threads."""
+
+        def run_chunk(chunk: list[str]) -> dict[str, T]:
+            return {key: work(key) for key in chunk}
+
+        async def run(chunk: list[str]) -> dict[str, T]:
             async with self._threads:
-                return await asyncio.to_thread(work, chunk)
+                return await asyncio.to_thread(run_chunk, chunk)
 
-        return await asyncio.gather(*(run(chunk) for chunk in _chunks(keys, _CHUNK)))
-
-    def _read_chunk(self, keys: list[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
-        out: dict[str, tuple[Version, bytes] | ObjectError | None] = {}
-        for key in keys:
-            out[key] = self._read_one(key)
+        out: dict[str, T] = {}
+        for part in await asyncio.gather(*(run(chunk) for chunk in _chunks(keys, _CHUNK))):
+            out.update(part)
         return out
 
     def _read_one(self, key: str) -> tuple[Version, bytes] | ObjectError | None:
@@ -108,18 +115,12 @@ class FolderStore:
         except OSError as e:
             return ObjectError(e.strerror or str(e))
 
-    def _stat_chunk(self, keys: list[str]) -> dict[str, Version | None]:
-        out: dict[str, Version | None] = {}
-        for key in keys:
-            try:
-                st = os.stat(self.root / key)
-            except (FileNotFoundError, NotADirectoryError):
-                out[key] = None
-            except OSError:
-                out[key] = None  # a symlink loop, say: not a file
-            else:
-                out[key] = _version(st) if stat.S_ISREG(st.st_mode) else None
-        return out
+    def _stat_one(self, key: str) -> Version | None:
+        try:
+            st = os.stat(self.root / key)
+        except OSError:
+            return None  # missing, or a symlink loop: not a file
+        return _version(st) if stat.S_ISREG(st.st_mode) else None
 
     async def read(self, key: str) -> bytes | None:
         found = await asyncio.to_thread(self._read_one, key)

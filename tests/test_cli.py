@@ -1,0 +1,328 @@
+"""The command line, run as a user would: ``python -m userdata serve | process | demo`` in subprocesses."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from helpers import wait_until
+
+RUN_TIMEOUT = 60.0  # seconds for a one-shot command
+START_TIMEOUT = 30.0  # seconds for serve to answer /health
+STOP_TIMEOUT = 10.0  # seconds for serve to exit after a signal
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def environ() -> dict[str, str]:
+    """The environment for the commands: ours without any USERDATA_* variable."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("USERDATA_")}
+
+
+@pytest.fixture
+def run(tmp_path: Path, environ: dict[str, str]) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Run ``python -m userdata *args`` to completion (in tmp_path, so no default folder is touched)."""
+
+    def run_(*args: str, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "userdata", *args],
+            cwd=tmp_path,
+            env={**environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=RUN_TIMEOUT,
+        )
+
+    return run_
+
+
+def csv_names(folder: Path) -> set[str]:
+    return {p.name for p in folder.iterdir() if p.suffix.lower() == ".csv"}
+
+
+def output_rows(path: Path) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(path.read_bytes().decode("utf-8"), newline="")))
+
+
+# Users written for process and serve: user_id -> (first_name, last_name, birthts, has image).
+USERS = {
+    "1000": ("Nathan", "Emery", 697237200000, True),
+    "0042": ("Ann", "O'Brien", -31536000000, False),
+    "7": ("Jean, Luc", "Picard", 0, True),  # a comma, quoted in the source and in output.csv
+}
+
+
+@pytest.fixture
+def users(write_user: Callable[..., Path]) -> None:
+    for user_id, (first_name, last_name, birthts, png) in USERS.items():
+        quoted = f'"{first_name}"' if "," in first_name else first_name
+        write_user(user_id, quoted, last_name, birthts, png=png)
+
+
+def expected_output() -> list[list[str]]:
+    return [["user_id", "first_name", "last_name", "birthts", "img_path"]] + [
+        [uid, first, last, str(birthts), f"src-data/{uid}.png" if png else ""]
+        for uid, (first, last, birthts, png) in sorted(USERS.items())
+    ]
+
+
+def expected_data() -> list[dict[str, Any]]:
+    return [
+        {
+            "user_id": uid,
+            "first_name": first,
+            "last_name": last,
+            "birthts": birthts,
+            "img_path": f"src-data/{uid}.png" if png else None,
+        }
+        for uid, (first, last, birthts, png) in sorted(USERS.items())
+    ]
+
+
+# demo
+
+
+def test_demo_writes_the_requested_number_of_users(run, data_dir: Path) -> None:
+    done = run("demo", "--data-dir", str(data_dir), "--users", "30", "--seed", "1")
+    assert done.returncode == 0, done.stderr
+    source = data_dir / "datalake" / "src-data"
+    assert len(csv_names(source)) == 30, sorted(source.iterdir())
+
+
+def test_demo_if_empty_writes_nothing_where_there_are_csv_files(
+    run, data_dir: Path, write_user: Callable[..., Path], source_dir: Path
+) -> None:
+    write_user("1", "Ann", "Lee", 0)
+    before = {p.name: p.read_bytes() for p in source_dir.iterdir()}
+    done = run("demo", "--data-dir", str(data_dir), "--users", "5", "--if-empty")
+    assert done.returncode == 0, done.stderr
+    assert {p.name: p.read_bytes() for p in source_dir.iterdir()} == before
+
+
+def test_demo_if_empty_writes_into_an_empty_folder(run, data_dir: Path) -> None:
+    done = run("demo", "--data-dir", str(data_dir), "--users", "5", "--if-empty")
+    assert done.returncode == 0, done.stderr
+    assert len(csv_names(data_dir / "datalake" / "src-data")) == 5
+
+
+# process
+
+
+def test_process_writes_output_csv_and_prints_a_summary(
+    run, users: None, write_user: Callable[..., Path], data_dir: Path, output_path: Path
+) -> None:
+    write_user("9", csv="first_name,last_name\nA,B\n")  # rejected: not a user
+    done = run("process", "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert (summary["users"], summary["added"], summary["rejected"]) == (len(USERS), len(USERS), 1), summary
+    assert output_rows(output_path) == expected_output()
+
+
+def test_process_does_not_rewrite_an_unchanged_output_csv(
+    run, users: None, data_dir: Path, output_path: Path
+) -> None:
+    first = run("process", "--data-dir", str(data_dir))
+    assert first.returncode == 0, first.stderr
+    before = output_path.stat()
+    content = output_path.read_bytes()
+
+    second = run("process", "--data-dir", str(data_dir))
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert (summary["users"], summary["added"], summary["updated"], summary["removed"]) == (len(USERS), 0, 0, 0), summary
+    after = output_path.stat()
+    assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino), "output.csv was rewritten"
+    assert output_path.read_bytes() == content
+
+
+def test_process_on_an_empty_folder_writes_a_header_only_output(run, data_dir: Path, output_path: Path) -> None:
+    done = run("process", "--data-dir", str(data_dir))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["users"] == 0, done.stdout
+    assert output_rows(output_path) == [["user_id", "first_name", "last_name", "birthts", "img_path"]]
+
+
+# serve
+
+
+@dataclass
+class Served:
+    """A ``userdata serve`` subprocess on a loopback port."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    async def get(self, path: str) -> tuple[int, Any]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{self.port}{path}", timeout=aiohttp.ClientTimeout(total=5)) as r,
+        ):
+            return r.status, await r.json()
+
+    async def healthy(self) -> bool:
+        if self.process.returncode is not None:
+            raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.output()}")
+        try:
+            status, _ = await self.get("/health")
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return False
+        return status == 200
+
+    async def wait_healthy(self) -> None:
+        await wait_until(self.healthy, START_TIMEOUT, message=lambda: f"for /health on {self.port}:\n{self.output()}")
+
+    async def stop(self, sig: signal.Signals) -> int:
+        self.process.send_signal(sig)
+        try:
+            return await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise AssertionError(f"serve still running {STOP_TIMEOUT} s after {sig.name}:\n{self.output()}") from None
+
+
+@pytest.fixture
+async def serve(tmp_path: Path, environ: dict[str, str]) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+    """Start ``python -m userdata serve *args``; every one still running at the end is killed."""
+    started: list[Served] = []
+
+    async def start(*args: str, env: Mapping[str, str] | None = None, port: int | None = None) -> Served:
+        log = tmp_path / f"serve-{len(started)}.log"
+        port_args = () if port is None else ("--port", str(port))
+        with open(log, "wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "userdata", "serve", *port_args, *args,
+                cwd=tmp_path,
+                env={**environ, **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        served = Served(process, port or 0, log)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.process.returncode is None:
+            served.process.kill()
+            await served.process.wait()
+
+
+async def test_serve_answers_stops_on_sigterm_and_gives_the_same_answers_when_started_again(
+    serve, users: None, data_dir: Path, output_path: Path
+) -> None:
+    first = await serve("--data-dir", str(data_dir), "--rescan-interval", "0", port=free_port())
+    await first.wait_healthy()
+    status, data = await first.get("/data")
+    assert (status, data) == (200, expected_data()), first.output()
+
+    assert await first.stop(signal.SIGTERM) == 0, first.output()
+    assert output_rows(output_path) == expected_output()
+
+    again = await serve("--data-dir", str(data_dir), "--rescan-interval", "0", port=free_port())
+    await again.wait_healthy()
+    assert await again.get("/data") == (200, data), again.output()
+    assert await again.stop(signal.SIGTERM) == 0, again.output()
+
+
+async def test_ctrl_c_stops_serve_with_status_0(serve, users: None, data_dir: Path, output_path: Path) -> None:
+    served = await serve("--data-dir", str(data_dir), "--rescan-interval", "0", port=free_port())
+    await served.wait_healthy()
+    assert await served.stop(signal.SIGINT) == 0, served.output()
+    assert output_rows(output_path) == expected_output()
+
+
+async def test_serve_takes_its_options_from_userdata_variables(serve, users: None, data_dir: Path) -> None:
+    port = free_port()
+    served = await serve(
+        env={"USERDATA_PORT": str(port), "USERDATA_DATA_DIR": str(data_dir), "USERDATA_RESCAN_INTERVAL": "0"}
+    )
+    served.port = port
+    await served.wait_healthy()
+    assert await served.get("/data") == (200, expected_data()), served.output()
+    assert await served.stop(signal.SIGTERM) == 0, served.output()
+
+
+async def test_a_command_line_option_wins_over_its_variable(serve, users: None, data_dir: Path) -> None:
+    variable_port, option_port = free_port(), free_port()
+    served = await serve(
+        "--data-dir", str(data_dir),
+        port=option_port,
+        env={"USERDATA_PORT": str(variable_port), "USERDATA_RESCAN_INTERVAL": "0"},
+    )  # fmt: skip
+    await served.wait_healthy()
+    with pytest.raises(aiohttp.ClientConnectionError):
+        await Served(served.process, variable_port, served.log).get("/health")
+    assert await served.stop(signal.SIGTERM) == 0, served.output()
+
+
+def test_process_option_wins_over_variable(run, users: None, data_dir: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    done = run("process", "--data-dir", str(data_dir), env={"USERDATA_DATA_DIR": str(elsewhere)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["users"] == len(USERS), done.stdout
+    assert not (elsewhere / "datalake" / "processed_data" / "output.csv").exists()
+
+
+def test_process_reads_the_data_dir_variable(run, users: None, data_dir: Path, output_path: Path) -> None:
+    done = run("process", env={"USERDATA_DATA_DIR": str(data_dir)})
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["users"] == len(USERS), done.stdout
+    assert output_rows(output_path) == expected_output()
+
+
+# bad options
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        pytest.param(["serve", "--port", "x"], {}, "--port", id="port-x"),
+        pytest.param(["serve", "--port", "70000"], {}, "--port", id="port-70000"),
+        pytest.param(["serve", "--rescan-interval", "nan"], {}, "--rescan-interval", id="rescan-nan"),
+        pytest.param(["serve", "--rescan-interval=-1"], {}, "--rescan-interval", id="rescan-negative"),
+        pytest.param(["process", "--bucket", "a/b"], {}, "--bucket", id="bucket-slash"),
+        pytest.param(["process", "--log-level", "loud"], {}, "--log-level", id="log-level"),
+        pytest.param(["process", "--output-key", "src-data/out.csv"], {}, "--output-key", id="output-key"),
+        pytest.param(["serve"], {"USERDATA_PORT": "x"}, "USERDATA_PORT", id="variable-port-x"),
+        pytest.param(["serve"], {"USERDATA_PORT": "70000"}, "USERDATA_PORT", id="variable-port-70000"),
+    ],
+)
+def test_a_bad_option_value_exits_2_with_one_line_naming_it(
+    run, data_dir: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    done = run(*args, "--data-dir", str(data_dir), env=env)
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and named in lines[0], done.stderr
+
+
+@pytest.mark.parametrize("command", ["serve", "process"])
+def test_s3_endpoint_is_refused_with_a_clear_message(run, data_dir: Path, command: str) -> None:
+    done = run(command, "--data-dir", str(data_dir), "--s3-endpoint", "http://127.0.0.1:9000")
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--s3-endpoint" in lines[0] and "not available" in lines[0], done.stderr

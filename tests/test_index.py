@@ -1,0 +1,550 @@
+"""Age arithmetic and the in-memory UserIndex, checked against a brute-force reference.
+
+The reference age is written here with datetime.date (a birthday moved to this year, Feb 29
+becoming Mar 1 in other years), independently of userdata.records.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from statistics import fmean
+
+import pytest
+
+from userdata.index import Diff, Filters, Stats, UserIndex
+from userdata.records import DAY_MS, YEAR_MS, UserRecord, age_on, day_of, latest_birth_day_for_age
+
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+MS_PER_YEAR = 365.2425 * 86_400_000
+
+
+def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, milli: int = 0) -> int:
+    """Milliseconds since the epoch of a UTC instant."""
+    delta = dt.datetime(year, month, day, hour, minute, second, milli * 1000, tzinfo=dt.timezone.utc) - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def day_number(d: dt.date) -> int:
+    return (d - dt.date(1970, 1, 1)).days
+
+
+def utc_date(ms_: int) -> dt.date:
+    return (EPOCH + dt.timedelta(milliseconds=ms_)).date()
+
+
+def ref_age(born: dt.date, today: dt.date) -> int:
+    """Completed years on ``today``; a Feb 29 birthday falls on Mar 1 in other years."""
+    try:
+        birthday = born.replace(year=today.year)
+    except ValueError:  # Feb 29 in a year without one
+        birthday = dt.date(today.year, 3, 1)
+    return today.year - born.year - (1 if today < birthday else 0)
+
+
+def record(user_id: str, birthts: int, img: bool = False, first: str = "Ann", last: str = "Lee") -> UserRecord:
+    return UserRecord(user_id, first, last, birthts, f"src-data/{user_id}.png" if img else None)
+
+
+def ids(records: list[UserRecord]) -> list[str]:
+    return [r.user_id for r in records]
+
+
+# --- constants and the reference itself -----------------------------------------------------
+
+
+def test_day_and_year_constants() -> None:
+    assert ms(1970, 1, 2) == DAY_MS
+    assert pytest.approx(MS_PER_YEAR, rel=1e-15) == YEAR_MS
+
+
+def test_ms_helper_matches_known_instants() -> None:
+    assert ms(1970, 1, 1) == 0
+    assert ms(1989, 5, 27, 20) == 612302400000  # 1000.csv of the original data
+    assert ms(1969, 12, 31, 23, 59, 59, 999) == -1
+
+
+@pytest.mark.parametrize(
+    ("born", "today", "expected"),
+    [
+        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 14), 25, id="day-before-birthday"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2001, 2, 28), 0, id="feb29-on-feb28"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2001, 3, 1), 1, id="feb29-on-mar1"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2004, 2, 29), 4, id="feb29-on-feb29"),
+    ],
+)
+def test_reference_age_itself(born: dt.date, today: dt.date, expected: int) -> None:
+    assert ref_age(born, today) == expected
+
+
+# --- age arithmetic ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("born", "today", "expected"),
+    [
+        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 14), 25, id="spec-day-before-26th-birthday"),
+        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 15), 26, id="spec-on-26th-birthday"),
+        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 16), 26, id="day-after-birthday"),
+        pytest.param(dt.date(2000, 6, 15), dt.date(2000, 6, 15), 0, id="born-today"),
+        pytest.param(dt.date(2000, 6, 15), dt.date(2001, 6, 14), 0, id="almost-one"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2025, 2, 28), 24, id="feb29-birth-on-feb28-non-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2025, 3, 1), 25, id="feb29-birth-on-mar1-non-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2024, 2, 28), 23, id="feb29-birth-on-feb28-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2024, 2, 29), 24, id="feb29-birth-on-feb29-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2024, 3, 1), 24, id="feb29-birth-on-mar1-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2100, 2, 28), 99, id="feb29-birth-on-feb28-2100-not-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2100, 3, 1), 100, id="feb29-birth-on-mar1-2100-not-leap"),
+        pytest.param(dt.date(2000, 2, 28), dt.date(2024, 2, 28), 24, id="feb28-birth-on-feb28"),
+        pytest.param(dt.date(2000, 3, 1), dt.date(2024, 2, 29), 23, id="mar1-birth-on-feb29"),
+        pytest.param(dt.date(1999, 12, 31), dt.date(2025, 1, 1), 25, id="dec31-birth-on-jan1"),
+        pytest.param(dt.date(2000, 1, 1), dt.date(2025, 12, 31), 25, id="jan1-birth-on-dec31"),
+        pytest.param(dt.date(1969, 12, 31), dt.date(1970, 1, 1), 0, id="pre-epoch-day-before-epoch"),
+        pytest.param(dt.date(1969, 12, 31), dt.date(2069, 12, 31), 100, id="pre-epoch-100th-birthday"),
+        pytest.param(dt.date(1900, 1, 1), dt.date(2025, 12, 31), 125, id="born-1900"),
+        pytest.param(dt.date(1960, 2, 29), dt.date(1961, 2, 28), 0, id="pre-epoch-feb29-on-feb28"),
+        pytest.param(dt.date(1960, 2, 29), dt.date(1961, 3, 1), 1, id="pre-epoch-feb29-on-mar1"),
+        pytest.param(dt.date(1900, 3, 1), dt.date(1969, 12, 31), 69, id="both-before-epoch"),
+    ],
+)
+def test_age_on_counts_completed_calendar_years(born: dt.date, today: dt.date, expected: int) -> None:
+    assert age_on(day_number(born), day_number(today)) == expected
+
+
+TODAY = dt.date(2026, 3, 10)
+
+
+@pytest.mark.parametrize(
+    ("born", "expected"),
+    [
+        pytest.param(dt.date(1990, 3, 9), 36, id="birthday-yesterday"),
+        pytest.param(dt.date(1990, 3, 10), 36, id="birthday-today"),
+        pytest.param(dt.date(1990, 3, 11), 35, id="birthday-tomorrow"),
+        pytest.param(dt.date(1960, 3, 10), 66, id="pre-epoch-birthday-today"),
+        pytest.param(dt.date(1960, 3, 11), 65, id="pre-epoch-birthday-tomorrow"),
+    ],
+)
+def test_age_on_changes_on_the_birthday_itself(born: dt.date, expected: int) -> None:
+    assert age_on(day_number(born), day_number(TODAY)) == expected
+
+
+@pytest.mark.parametrize(
+    ("instant", "expected"),
+    [
+        pytest.param(0, dt.date(1970, 1, 1), id="epoch"),
+        pytest.param(DAY_MS - 1, dt.date(1970, 1, 1), id="last-ms-of-day-0"),
+        pytest.param(DAY_MS, dt.date(1970, 1, 2), id="midnight-day-1"),
+        pytest.param(-1, dt.date(1969, 12, 31), id="one-ms-before-epoch"),
+        pytest.param(-DAY_MS, dt.date(1969, 12, 31), id="midnight-day-minus-1"),
+        pytest.param(-DAY_MS - 1, dt.date(1969, 12, 30), id="just-before-midnight-day-minus-1"),
+        pytest.param(ms(1900, 1, 1), dt.date(1900, 1, 1), id="1900"),
+        pytest.param(ms(2024, 2, 29, 23, 59, 59, 999), dt.date(2024, 2, 29), id="end-of-feb29"),
+    ],
+)
+def test_day_of_is_the_utc_calendar_day(instant: int, expected: dt.date) -> None:
+    assert day_of(instant) == day_number(expected)
+
+
+def test_age_on_matches_reference_on_random_dates() -> None:
+    rng = random.Random(1729)
+    lo, hi = day_number(dt.date(1890, 1, 1)), day_number(dt.date(2110, 12, 31))
+    special = [
+        day_number(dt.date(y, m, d))
+        for y in (1900, 1960, 2000, 2024, 2100)
+        for m, d in ((2, 28), (3, 1), (12, 31), (1, 1))
+    ]
+    special += [day_number(dt.date(y, 2, 29)) for y in (1904, 1960, 2000, 2024, 2096)]
+    days = special + [rng.randint(lo, hi) for _ in range(300)]
+    for birth in days:
+        for today in days:
+            if today >= birth:
+                expected = ref_age(
+                    dt.date(1970, 1, 1) + dt.timedelta(days=birth), dt.date(1970, 1, 1) + dt.timedelta(days=today)
+                )
+                assert age_on(birth, today) == expected, (birth, today)
+
+
+@pytest.mark.parametrize(
+    "today",
+    [
+        pytest.param(dt.date(2028, 2, 29), id="leap-feb29"),
+        pytest.param(dt.date(2026, 2, 28), id="non-leap-feb28"),
+        pytest.param(dt.date(2026, 3, 1), id="non-leap-mar1"),
+        pytest.param(dt.date(2024, 3, 1), id="leap-mar1"),
+        pytest.param(dt.date(2025, 12, 31), id="dec31"),
+        pytest.param(dt.date(2026, 1, 1), id="jan1"),
+        pytest.param(dt.date(2100, 2, 28), id="century-feb28"),
+        pytest.param(dt.date(1969, 7, 20), id="before-epoch"),
+    ],
+)
+def test_latest_birth_day_for_age_is_the_boundary_of_the_reference_age(today: dt.date) -> None:
+    t = day_number(today)
+    for age in range(0, 131):
+        bound = latest_birth_day_for_age(t, age)
+        assert bound is not None
+        born = dt.date(1970, 1, 1) + dt.timedelta(days=bound)
+        assert ref_age(born, today) >= age, (age, born)
+        assert ref_age(born + dt.timedelta(days=1), today) < age, (age, born)
+
+
+def test_latest_birth_day_for_an_impossible_age_is_none() -> None:
+    assert latest_birth_day_for_age(day_number(dt.date(2026, 1, 1)), 10**9) is None
+
+
+# --- brute-force reference for query and stats ---------------------------------------------
+
+NOWS = [
+    pytest.param(ms(2028, 2, 29, 12), id="leap-feb29-noon"),
+    pytest.param(ms(2028, 2, 29), id="leap-feb29-midnight"),
+    pytest.param(ms(2028, 2, 28, 23, 59, 59, 999), id="leap-feb28-last-ms"),
+    pytest.param(ms(2026, 2, 28, 8, 30), id="non-leap-feb28"),
+    pytest.param(ms(2026, 3, 1), id="non-leap-mar1-midnight"),
+    pytest.param(ms(2025, 12, 31, 23, 59, 59, 999), id="dec31-last-ms"),
+    pytest.param(ms(2026, 1, 1), id="jan1-midnight"),
+    pytest.param(ms(2026, 6, 15, 17, 45), id="mid-june"),
+    pytest.param(ms(2100, 2, 28, 6), id="century-non-leap-feb28"),
+    pytest.param(ms(2100, 3, 1), id="century-non-leap-mar1"),
+]
+AGE_BOUNDS = [None, 0, 0.5, 1, 18, 25, 26, 30, 30.5, 45, 99.99, 100, 125, 126, 200, 1e9]
+BIRTH_MIN, BIRTH_MAX = ms(1900, 1, 1), ms(2025, 6, 30, 23, 59, 59, 999)
+
+
+def _random_records(rng: random.Random) -> list[UserRecord]:
+    births: list[int] = []
+    # spread uniformly over 1900..mid-2025
+    births += [rng.randint(BIRTH_MIN, BIRTH_MAX) for _ in range(250)]
+    # Feb 29 births at random times, and some exactly at midnight / on the last ms of the day
+    leap_years = [y for y in range(1904, 2025, 4) if y != 1900]
+    births += [ms(rng.choice(leap_years), 2, 29) + rng.randrange(DAY_MS) for _ in range(25)]
+    births += [ms(rng.choice(leap_years), 2, 29) for _ in range(5)]
+    births += [ms(rng.choice(leap_years), 2, 29, 23, 59, 59, 999) for _ in range(5)]
+    births += [ms(1900, 1, 1), ms(1969, 12, 31, 23, 59, 59, 999), 0, ms(2000, 2, 29)]
+    births += [rng.randint(-25_000, 20_000) * DAY_MS for _ in range(30)]  # midnights
+    births += [rng.randint(-25_000, 20_000) * DAY_MS - 1 for _ in range(10)]  # last ms of a day
+    # births on, just before and just after the calendar day of every "now", in many years
+    for param in NOWS:
+        today = utc_date(param.values[0])
+        for delta in (-1, 0, 1):
+            for _ in range(4):
+                year = rng.randint(1900, 2024)
+                try:
+                    born = dt.date(year, today.month, today.day) + dt.timedelta(days=delta)
+                except ValueError:
+                    born = dt.date(year, 2, 28) + dt.timedelta(days=delta)
+                births.append(ms(born.year, born.month, born.day) + rng.choice((0, rng.randrange(DAY_MS), DAY_MS - 1)))
+    # several users on one day
+    shared = ms(1985, 7, 4)
+    births += [shared + rng.randrange(DAY_MS) for _ in range(6)]
+    assert all(BIRTH_MIN <= b <= BIRTH_MAX for b in births)
+    rng.shuffle(births)
+    user_ids = rng.sample(range(1, 100_000), len(births))
+    records = []
+    for n, (number, birthts) in enumerate(zip(user_ids, births, strict=True)):
+        user_id = f"{number:06d}" if n % 5 == 0 else str(number)  # some with leading zeros
+        records.append(record(user_id, birthts, img=rng.random() < 0.5, first=f"F{n}", last=f"L{n}"))
+    return records
+
+
+@pytest.fixture(scope="module")
+def population() -> tuple[UserIndex, list[UserRecord]]:
+    records = _random_records(random.Random(20240229))
+    assert len({r.user_id for r in records}) == len(records) >= 300
+    index = UserIndex()
+    diff = index.apply(records)
+    assert len(diff.added) == len(records)
+    return index, records
+
+
+def _matches(r: UserRecord, f: Filters, today: dt.date) -> bool:
+    if f.has_image is not None and (r.img_path is not None) != f.has_image:
+        return False
+    age = ref_age(utc_date(r.birthts), today)
+    if f.min_age is not None and not age >= f.min_age:
+        return False
+    return f.max_age is None or age <= f.max_age
+
+
+def test_population_covers_the_interesting_cases(population: tuple[UserIndex, list[UserRecord]]) -> None:
+    _, records = population
+    dates = [utc_date(r.birthts) for r in records]
+    assert sum((d.month, d.day) == (2, 29) for d in dates) >= 30
+    assert sum(r.birthts % DAY_MS == 0 for r in records) >= 30
+    assert sum(r.birthts < 0 for r in records) >= 100
+    assert min(dates).year == 1900 and max(dates).year == 2025
+    with_image = sum(r.img_path is not None for r in records)
+    assert 0.35 * len(records) < with_image < 0.65 * len(records)
+
+
+@pytest.mark.parametrize(
+    "has_image",
+    [pytest.param(None, id="any-image"), pytest.param(True, id="with-image"), pytest.param(False, id="without-image")],
+)
+@pytest.mark.parametrize("now_ms", NOWS)
+def test_query_and_stats_match_brute_force(
+    population: tuple[UserIndex, list[UserRecord]], now_ms: int, has_image: bool | None
+) -> None:
+    index, records = population
+    today = utc_date(now_ms)
+    by_id = sorted(records, key=lambda r: r.user_id)
+    nonempty = 0
+    for min_age in AGE_BOUNDS:
+        for max_age in AGE_BOUNDS:
+            f = Filters(has_image, min_age, max_age)
+            expected = [r for r in by_id if _matches(r, f, today)]
+            assert index.query(f, now_ms) == expected, f
+            stats = index.stats(f, now_ms)
+            assert stats.count == len(expected), f
+            if expected:
+                nonempty += 1
+                mean = fmean((now_ms - r.birthts) / MS_PER_YEAR for r in expected)
+                assert stats.average_age == pytest.approx(mean, rel=1e-9, abs=1e-9), f
+            else:
+                assert stats.average_age is None, f
+    assert nonempty > len(AGE_BOUNDS) ** 2 // 3  # the comparison is not mostly of empty lists
+
+
+@pytest.mark.parametrize("now_ms", NOWS)
+def test_min_equal_max_selects_exactly_one_age(population: tuple[UserIndex, list[UserRecord]], now_ms: int) -> None:
+    index, records = population
+    today = utc_date(now_ms)
+    ages = {r.user_id: ref_age(utc_date(r.birthts), today) for r in records}
+    for age in sorted(set(ages.values())):
+        got = ids(index.query(Filters(min_age=age, max_age=age), now_ms))
+        assert got == sorted(uid for uid, a in ages.items() if a == age), age
+        assert index.stats(Filters(min_age=age, max_age=age), now_ms).count == len(got)
+
+
+def test_fractional_bounds_round_inward(population: tuple[UserIndex, list[UserRecord]]) -> None:
+    index, records = population
+    now_ms = ms(2026, 6, 15, 12)
+    today = utc_date(now_ms)
+    ages = {r.user_id: ref_age(utc_date(r.birthts), today) for r in records}
+    assert ids(index.query(Filters(min_age=30.5), now_ms)) == sorted(u for u, a in ages.items() if a >= 31)
+    assert ids(index.query(Filters(max_age=30.5), now_ms)) == sorted(u for u, a in ages.items() if a <= 30)
+    assert index.query(Filters(min_age=30.5, max_age=30.5), now_ms) == []
+    assert index.stats(Filters(min_age=30.5, max_age=30.5), now_ms) == Stats(0, None)
+
+
+def test_query_without_filters_returns_every_record_sorted(population: tuple[UserIndex, list[UserRecord]]) -> None:
+    index, records = population
+    expected = sorted(records, key=lambda r: r.user_id)
+    assert index.query(Filters(), ms(2026, 1, 1)) == expected
+    assert index.records() == expected
+    assert len(index) == len(records)
+
+
+# --- apply() -------------------------------------------------------------------------------
+
+NOW = ms(2026, 6, 20, 12)
+
+
+def test_apply_reports_added_updated_and_removed() -> None:
+    index = UserIndex()
+    a, b, c = record("a", ms(1990, 1, 1)), record("b", ms(1980, 1, 1), img=True), record("c", ms(1970, 1, 1))
+    diff = index.apply([a, b, c])
+    assert diff.added == [a, b, c] and diff.updated == [] and diff.removed == []
+    assert bool(diff)
+    assert index.version == 1
+
+    b2 = record("b", ms(1980, 1, 1), img=True, first="Bea")
+    d = record("d", ms(2001, 1, 1))
+    diff = index.apply([b2, d], removals=["c"])
+    assert diff.added == [d] and diff.updated == [b2] and diff.removed == ["c"]
+    assert index.version == 2
+    assert index.get("b") == b2 and "c" not in index and index.get("c") is None
+    assert ids(index.records()) == ["a", "b", "d"]
+
+
+def test_applying_an_identical_record_changes_nothing() -> None:
+    index = UserIndex()
+    a = record("a", ms(1990, 1, 1), img=True)
+    index.apply([a])
+    version = index.version
+    diff = index.apply([record("a", ms(1990, 1, 1), img=True)])  # equal, not the same object
+    assert diff == Diff() and not diff
+    assert index.version == version
+    assert index.records() == [a]
+    assert index.stats(Filters(), NOW).count == 1
+
+
+def test_applying_nothing_changes_nothing() -> None:
+    index = UserIndex()
+    index.apply([record("a", 0)])
+    assert not index.apply()
+    assert index.version == 1
+
+
+def test_removing_an_unknown_id_is_a_no_op() -> None:
+    index = UserIndex()
+    a = record("a", ms(1990, 1, 1))
+    index.apply([a])
+    diff = index.apply(removals=["zzz", "A", ""])
+    assert not diff and diff.removed == []
+    assert index.version == 1
+    assert index.records() == [a]
+    assert index.stats(Filters(), NOW).count == 1
+
+
+def test_removing_twice_reports_the_removal_once() -> None:
+    index = UserIndex()
+    index.apply([record("a", 0), record("b", 0)])
+    assert index.apply(removals=["a"]).removed == ["a"]
+    assert index.apply(removals=["a"]).removed == []
+    assert ids(index.records()) == ["b"]
+
+
+def test_updating_birthts_moves_the_user_between_age_ranges() -> None:
+    index = UserIndex()
+    young = record("u", ms(2000, 6, 15, 9))  # 26 on NOW (2026-06-20)
+    other = record("v", ms(1950, 1, 1))  # 76
+    index.apply([young, other])
+    assert ids(index.query(Filters(max_age=30), NOW)) == ["u"]
+    assert ids(index.query(Filters(min_age=40), NOW)) == ["v"]
+
+    older = record("u", ms(1980, 6, 21, 9))  # 45 on NOW: birthday tomorrow
+    diff = index.apply([older])
+    assert diff.updated == [older] and not diff.added and not diff.removed
+    assert ids(index.query(Filters(max_age=30), NOW)) == []
+    assert ids(index.query(Filters(min_age=40), NOW)) == ["u", "v"]
+    assert ids(index.query(Filters(min_age=45, max_age=45), NOW)) == ["u"]
+    assert ids(index.query(Filters(min_age=46), NOW)) == ["v"]
+    stats = index.stats(Filters(), NOW)
+    assert stats.count == 2
+    assert stats.average_age == pytest.approx(((NOW - older.birthts) + (NOW - other.birthts)) / 2 / MS_PER_YEAR)
+    assert index.stats(Filters(max_age=30), NOW) == Stats(0, None)
+
+
+def test_updating_birthts_within_the_same_day_keeps_queries_and_average_right() -> None:
+    index = UserIndex()
+    index.apply([record("a", ms(1990, 5, 5, 1)), record("b", ms(1990, 5, 5, 2))])
+    index.apply([record("a", ms(1990, 5, 5, 23))])
+    stats = index.stats(Filters(min_age=36, max_age=36), NOW)
+    assert stats.count == 2
+    expected = ((NOW - ms(1990, 5, 5, 23)) + (NOW - ms(1990, 5, 5, 2))) / 2 / MS_PER_YEAR
+    assert stats.average_age == pytest.approx(expected, rel=1e-12)
+
+
+def test_updating_img_path_moves_the_user_between_image_groups() -> None:
+    index = UserIndex()
+    index.apply([record("u", ms(1990, 1, 1)), record("w", ms(1991, 1, 1), img=True)])
+    assert ids(index.query(Filters(has_image=True), NOW)) == ["w"]
+    assert ids(index.query(Filters(has_image=False), NOW)) == ["u"]
+
+    with_image = record("u", ms(1990, 1, 1), img=True)
+    assert index.apply([with_image]).updated == [with_image]
+    assert ids(index.query(Filters(has_image=True), NOW)) == ["u", "w"]
+    assert index.query(Filters(has_image=False), NOW) == []
+    assert ids(index.query(Filters(has_image=True, min_age=36), NOW)) == ["u"]
+    assert index.stats(Filters(has_image=True), NOW).count == 2
+    assert index.stats(Filters(has_image=False), NOW) == Stats(0, None)
+    assert index.stats(Filters(has_image=False, min_age=1), NOW) == Stats(0, None)
+
+    without_image = record("u", ms(1990, 1, 1))
+    assert index.apply([without_image]).updated == [without_image]
+    assert ids(index.query(Filters(has_image=True), NOW)) == ["w"]
+    assert index.query(Filters(has_image=False, min_age=30), NOW) == [without_image]
+    assert index.stats(Filters(has_image=False), NOW).count == 1
+
+
+def test_removing_the_last_user_of_a_birth_day_keeps_other_days_right() -> None:
+    index = UserIndex()
+    a = record("a", ms(1990, 3, 3, 10))  # alone on its day
+    b1, b2 = record("b1", ms(1980, 3, 3, 1)), record("b2", ms(1980, 3, 3, 22))  # sharing a day
+    c = record("c", ms(1970, 3, 3))
+    index.apply([a, b1, b2, c])
+
+    def check(expected: list[UserRecord]) -> None:
+        for f in (
+            Filters(),
+            Filters(min_age=40),
+            Filters(max_age=50),
+            Filters(min_age=36, max_age=46),
+            Filters(min_age=46, max_age=46),
+        ):
+            today = utc_date(NOW)
+            want = [r for r in sorted(expected, key=lambda r: r.user_id) if _matches(r, f, today)]
+            assert index.query(f, NOW) == want, f
+            stats = index.stats(f, NOW)
+            assert stats.count == len(want), f
+            if want:
+                assert stats.average_age == pytest.approx(fmean((NOW - r.birthts) / MS_PER_YEAR for r in want)), f
+            else:
+                assert stats.average_age is None, f
+
+    check([a, b1, b2, c])
+    assert index.apply(removals=["a"]).removed == ["a"]
+    check([b1, b2, c])
+    index.apply(removals=["b1"])
+    check([b2, c])
+    index.apply(removals=["b2"])
+    check([c])
+    a_again = record("a", ms(1990, 3, 3, 11))
+    index.apply([a_again, b1])
+    check([a_again, b1, c])
+    index.apply(removals=["a", "b1", "c"])
+    check([])
+    assert len(index) == 0
+
+
+def test_records_are_sorted_by_user_id_as_strings() -> None:
+    index = UserIndex()
+    index.apply([record(u, ms(1990, 1, 1)) for u in ("9", "10", "0001", "1", "100", "b", "A", "01")])
+    assert ids(index.records()) == ["0001", "01", "1", "10", "100", "9", "A", "b"]
+    assert ids(index.query(Filters(), NOW)) == ["0001", "01", "1", "10", "100", "9", "A", "b"]
+    assert ids(index.query(Filters(min_age=1), NOW)) == ["0001", "01", "1", "10", "100", "9", "A", "b"]
+    assert ids(index.query(Filters(has_image=False), NOW)) == ["0001", "01", "1", "10", "100", "9", "A", "b"]
+    assert index.get("0001") is not None and index.get("1") is not None and index.get("0001") != index.get("1")
+
+    index.apply([record("099", 0)], removals=["10"])
+    assert ids(index.records()) == ["0001", "01", "099", "1", "100", "9", "A", "b"]
+    renamed = record("9", ms(1990, 1, 1), first="Nine")
+    index.apply([renamed])
+    assert index.records()[5] == renamed
+
+
+def test_query_results_are_records_sorted_by_user_id_across_image_groups() -> None:
+    index = UserIndex()
+    index.apply(
+        [record("2", ms(1990, 1, 1), img=True), record("10", ms(1960, 1, 1)), record("1", ms(2000, 1, 1), img=True)]
+    )
+    assert ids(index.query(Filters(min_age=20), NOW)) == ["1", "10", "2"]
+    assert ids(index.query(Filters(max_age=40), NOW)) == ["1", "2"]
+
+
+# --- stats ---------------------------------------------------------------------------------
+
+
+def test_stats_of_an_empty_index_has_no_average() -> None:
+    index = UserIndex()
+    assert index.stats(Filters(), NOW) == Stats(0, None)
+    assert index.stats(Filters(has_image=True, min_age=0, max_age=1e9), NOW) == Stats(0, None)
+    assert index.query(Filters(), NOW) == []
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        pytest.param(Filters(min_age=50), id="min-above-everyone"),
+        pytest.param(Filters(max_age=10), id="max-below-everyone"),
+        pytest.param(Filters(has_image=True), id="nobody-with-image"),
+        pytest.param(Filters(min_age=40, max_age=30), id="min-greater-than-max"),
+        pytest.param(Filters(min_age=1e9), id="huge-min"),
+    ],
+)
+def test_stats_with_count_zero_has_no_average(filters: Filters) -> None:
+    index = UserIndex()
+    index.apply([record("a", ms(1990, 1, 1)), record("b", ms(2000, 1, 1))])
+    assert index.stats(filters, NOW) == Stats(0, None)
+    assert index.query(filters, NOW) == []
+
+
+def test_average_age_is_exact_and_not_rounded() -> None:
+    index = UserIndex()
+    births = [ms(1990, 1, 1, 7, 13), ms(1969, 7, 20, 20, 17), ms(2004, 2, 29, 23, 59, 59, 999)]
+    index.apply([record(str(n), b) for n, b in enumerate(births)])
+    now = ms(2026, 2, 28, 13, 37, 42, 123)
+    expected = sum(now - b for b in births) / len(births) / (365.2425 * 86_400 * 1000)
+    stats = index.stats(Filters(), now)
+    assert stats.count == 3
+    assert stats.average_age == pytest.approx(expected, rel=1e-12)
+    assert stats.average_age != round(stats.average_age, 2)
