@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-
 from helpers import PNG, Service, fast_settings, wait_until
+
 from userdata.app import create_app
 from userdata.keys import PIPELINE
 from userdata.settings import Settings

@@ -22,9 +22,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "provectus
 PNG = make_png(4, 4, (10, 120, 200))
 
 
-async def wait_until(
-    predicate: Callable[[], Any], timeout: float = 5.0, message: str | Callable[[], str] = ""
-) -> None:
+async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message: str | Callable[[], str] = "") -> None:
     """Wait until ``predicate()`` (awaited when it returns an awaitable) is true, or fail."""
     deadline = time.monotonic() + timeout
     while True:

@@ -18,7 +18,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-
 from helpers import wait_until
 
 RUN_TIMEOUT = 60.0  # seconds for a one-shot command
@@ -138,9 +137,7 @@ def test_process_writes_output_csv_and_prints_a_summary(
     assert output_rows(output_path) == expected_output()
 
 
-def test_process_does_not_rewrite_an_unchanged_output_csv(
-    run, users: None, data_dir: Path, output_path: Path
-) -> None:
+def test_process_does_not_rewrite_an_unchanged_output_csv(run, users: None, data_dir: Path, output_path: Path) -> None:
     first = run("process", "--data-dir", str(data_dir))
     assert first.returncode == 0, first.stderr
     before = output_path.stat()
@@ -149,7 +146,8 @@ def test_process_does_not_rewrite_an_unchanged_output_csv(
     second = run("process", "--data-dir", str(data_dir))
     assert second.returncode == 0, second.stderr
     summary = json.loads(second.stdout)
-    assert (summary["users"], summary["added"], summary["updated"], summary["removed"]) == (len(USERS), 0, 0, 0), summary
+    counts = {k: summary[k] for k in ("users", "added", "updated", "removed")}
+    assert counts == {"users": len(USERS), "added": 0, "updated": 0, "removed": 0}, summary
     after = output_path.stat()
     assert (after.st_mtime_ns, after.st_ino) == (before.st_mtime_ns, before.st_ino), "output.csv was rewritten"
     assert output_path.read_bytes() == content

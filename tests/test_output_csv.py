@@ -2,8 +2,8 @@ import csv
 import io
 
 import pytest
-
 from helpers import fast_settings, wait_until
+
 from userdata.index import UserIndex
 from userdata.records import InvalidRecord, UserRecord
 from userdata.sinks.output_csv import OutputWriter, parse_output, render_output

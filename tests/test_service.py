@@ -8,8 +8,8 @@ import os
 import shutil
 
 import pytest
-
 from helpers import PNG, SHARED_DATA, fast_settings, wait_until
+
 from userdata.records import parse_user_csv
 
 
@@ -34,8 +34,7 @@ def expected_records(source_dir) -> list[dict]:
 def output_rows(output_path) -> list[dict]:
     with open(output_path, newline="", encoding="utf-8") as f:
         return [
-            {**row, "birthts": int(row["birthts"]), "img_path": row["img_path"] or None}
-            for row in csv.DictReader(f)
+            {**row, "birthts": int(row["birthts"]), "img_path": row["img_path"] or None} for row in csv.DictReader(f)
         ]
 
 
@@ -54,7 +53,11 @@ async def test_an_edit_updates_the_user(service, write_user):
     write_user("7", "Anna", "Leigh", 1000)
     await wait_until(lambda: service.index.get("7").first_name == "Anna")
     assert (await service.get("/data"))[0] | {"img_path": None} == {
-        "user_id": "7", "first_name": "Anna", "last_name": "Leigh", "birthts": 1000, "img_path": None,
+        "user_id": "7",
+        "first_name": "Anna",
+        "last_name": "Leigh",
+        "birthts": 1000,
+        "img_path": None,
     }
 
 
@@ -346,4 +349,3 @@ async def test_the_original_task_data(start_service, data_dir, source_dir, outpu
     assert output_rows(output_path) == expected
     with_image = sum(1 for r in expected if r["img_path"])
     assert (await service.get("/stats?is_image_exists=true"))["count"] == with_image
-

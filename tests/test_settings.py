@@ -65,7 +65,9 @@ def test_option_wins_over_variable(name: str, option: str, variable: str, from_o
 
 
 @pytest.mark.parametrize(("name", "option", "variable", "from_option", "from_variable"), PRECEDENCE)
-def test_variable_wins_over_default(name: str, option: str, variable: str, from_option: Any, from_variable: Any) -> None:
+def test_variable_wins_over_default(
+    name: str, option: str, variable: str, from_option: Any, from_variable: Any
+) -> None:
     settings = resolve({name: None}, {"USERDATA_" + name.upper(): variable})
     assert public(settings) == DEFAULTS | {name: from_variable}
 

@@ -1,6 +1,7 @@
 import asyncio
 
 from helpers import wait_until
+
 from userdata.watcher import Watcher
 
 

@@ -51,7 +51,7 @@ class Diff:
 class _Group:
     """Users of one image state, bucketed by birth day."""
 
-    __slots__ = ("members", "sums", "days", "_counts_prefix", "_sums_prefix")
+    __slots__ = ("_counts_prefix", "_sums_prefix", "days", "members", "sums")
 
     def __init__(self) -> None:
         self.members: dict[int, set[str]] = {}

@@ -240,9 +240,7 @@ class Pipeline:
         found: dict[str, Version | None] = dict(await self.store.stat_many(pngs)) if pngs else {}
         return await self._update(found, csvs)
 
-    async def _update(
-        self, found: dict[str, Version | None], read: Collection[str], *, everyone: bool = False
-    ) -> Diff:
+    async def _update(self, found: dict[str, Version | None], read: Collection[str], *, everyone: bool = False) -> Diff:
         """Read ``read``, then apply it and ``found`` (key -> version, None when gone)."""
         outcomes = await self._read(read, found)
         # A user left with one CSV after a conflict, or whose only CSV has no known content,

@@ -113,9 +113,7 @@ OPTIONS: dict[str, Any] = {
 }
 
 
-def resolve(
-    options: Mapping[str, str | None], environ: Mapping[str, str] | None = None, **overrides: Any
-) -> Settings:
+def resolve(options: Mapping[str, str | None], environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from command-line ``options`` (None where not given), then the environment.
 
     >>> resolve({"port": "9000"}, {"USERDATA_PORT": "8000", "USERDATA_BUCKET": "b"}).port

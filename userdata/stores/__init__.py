@@ -35,9 +35,7 @@ class Store(Protocol):
         """Objects directly under the source prefix (not in sub-folders)."""
         ...
 
-    async def read_many(
-        self, keys: Collection[str]
-    ) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
+    async def read_many(self, keys: Collection[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
         """Version and body of each key, None where the object does not exist (any more)."""
         ...
 
