@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: install run process demo test lint clean
+.PHONY: install run process demo test lint bench clean up down
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,9 +29,20 @@ test: install
 
 lint: install
 	$(BIN)/python -m pip install --quiet ruff mypy
-	$(BIN)/ruff check userdata tests
-	$(BIN)/ruff format --check userdata tests
+	$(BIN)/ruff check userdata tests bench
+	$(BIN)/ruff format --check userdata tests bench
 	$(BIN)/mypy userdata
+
+BENCH_ARGS ?=
+bench: install  ## benchmarks (bench/RESULTS.md), e.g. BENCH_ARGS="--sizes 10000,100000,1000000"; the PostgreSQL one needs a server on 127.0.0.1:5432
+	$(BIN)/python -m bench $(BENCH_ARGS)
+	$(BIN)/python -m bench.postgres
+
+up:  ## MinIO, PostgreSQL and the service in S3 mode, with docker compose (see docker-compose.yml)
+	docker compose up --build -d
+
+down:  ## stop and remove the compose containers (data stays in compose-data/ and the volumes)
+	docker compose down
 
 clean:
 	rm -rf $(VENV) .pytest_cache *.egg-info

@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from helpers import PNG, Service, fast_settings, wait_until
+from helpers import PNG, S3Bucket, Service, fast_settings, wait_until
+from seaweed import SeaweedFS, require_weed, s3_client
 
 from userdata.app import create_app
 from userdata.keys import PIPELINE
@@ -84,3 +86,22 @@ async def start_service() -> AsyncIterator[Callable[..., Awaitable[Service]]]:
 @pytest.fixture
 async def service(start_service: Callable[..., Awaitable[Service]], data_dir: Path, source_dir: Path) -> Service:
     return await start_service(fast_settings(data_dir))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    """One real S3 server for the session, on loopback ports of its own."""
+    server = SeaweedFS(require_weed(), tmp_path_factory.mktemp("seaweedfs"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
+    """A new bucket on the session's S3 server; the service finds credentials in AWS_* as users' would."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    bucket = S3Bucket(seaweedfs.endpoint, f"test-{uuid.uuid4().hex[:12]}", s3_client(seaweedfs.endpoint))
+    bucket.client.create_bucket(Bucket=bucket.name)
+    return bucket

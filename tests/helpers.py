@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +37,18 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message
         await asyncio.sleep(0.01)
 
 
-def fast_settings(data_dir: Path, **changes: Any) -> Settings:
+def fast_settings(data_dir: Path | None, **changes: Any) -> Settings:
     """Settings for tests: short debounces and retries, no periodic rescan unless asked."""
-    base = Settings(
-        data_dir=data_dir,
-        port=0,
-        rescan_interval=0,
-        watch_debounce_ms=50,
-        watch_step_ms=10,
-        output_settle=0.05,
-        output_max_delay=0.5,
-        retry_delays=(0.05, 0.1, 0.2),
-    )
-    return replace(base, **changes)
+    fast: dict[str, Any] = {
+        "port": 0,
+        "rescan_interval": 0,
+        "watch_debounce_ms": 50,
+        "watch_step_ms": 10,
+        "output_settle": 0.05,
+        "output_max_delay": 0.5,
+        "retry_delays": (0.05, 0.1, 0.2),
+    }
+    return Settings(data_dir=data_dir, **(fast | changes))
 
 
 @dataclass
@@ -86,3 +85,37 @@ class Service:
 
     async def stop(self) -> None:
         await self.client.close()
+
+
+@dataclass
+class S3Bucket:
+    """A bucket of its own on the test S3 server, and a plain client to change objects in it."""
+
+    endpoint: str
+    name: str
+    client: Any
+    prefix: str = "src-data/"
+
+    def put(self, key: str, body: bytes | str) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=body.encode() if isinstance(body, str) else body)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.name, Key=key)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()  # type: ignore[no-any-return]
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def put_user(
+        self, user_id: str, first_name: str = "Ann", last_name: str = "Lee", birthts: int = 0, *, png: bool = False
+    ) -> None:
+        self.put(
+            f"{self.prefix}{user_id}.csv", f"first_name, last_name, birthts\n{first_name}, {last_name}, {birthts}\n"
+        )
+        if png:
+            self.put(f"{self.prefix}{user_id}.png", PNG)
+
+    def settings(self, **changes: Any) -> Settings:
+        return fast_settings(changes.pop("data_dir", None), s3_endpoint=self.endpoint, bucket=self.name, **changes)

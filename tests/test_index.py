@@ -548,3 +548,20 @@ def test_average_age_is_exact_and_not_rounded() -> None:
     assert stats.count == 3
     assert stats.average_age == pytest.approx(expected, rel=1e-12)
     assert stats.average_age != round(stats.average_age, 2)
+
+
+def test_records_stay_sorted_through_small_and_large_batches() -> None:
+    rng = random.Random(7)
+    index = UserIndex()
+    alive: set[str] = set()
+    for batch in range(60):
+        size = rng.choice((1, 3, 50, 2000))  # small batches move ids into place, large ones re-sort
+        upserts = [UserRecord(str(rng.randrange(5000)), "A", "B", rng.randrange(10**12), None) for _ in range(size)]
+        removals = rng.sample(sorted(alive), min(len(alive), rng.choice((0, 1, 40, 1500))))
+        index.apply(upserts, removals)
+        alive = (alive | {r.user_id for r in upserts}) - set(removals)
+        assert [r.user_id for r in index.records()] == sorted(alive), batch
+        assert index.ids_after(None, 10**6) == sorted(alive)
+        if alive:
+            middle = sorted(alive)[len(alive) // 2]
+            assert index.ids_after(middle, 5) == [i for i in sorted(alive) if i > middle][:5]

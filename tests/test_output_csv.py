@@ -1,11 +1,14 @@
+import asyncio
 import csv
 import io
+import random
 
 import pytest
 from helpers import fast_settings, wait_until
 
 from userdata.index import UserIndex
 from userdata.records import InvalidRecord, UserRecord
+from userdata.sinks import output_csv
 from userdata.sinks.output_csv import OutputWriter, parse_output, render_output
 from userdata.stores.folder import FolderStore
 
@@ -62,7 +65,6 @@ async def test_a_failing_write_degrades_health_and_is_retried(start_service, dat
     output_path.parent.write_text("a file where the output folder should be")
     write_user("7")
     service = await start_service(fast_settings(data_dir))
-    service.output.retry_delay = 0.05
     await wait_until(lambda: service.output.error is not None)
     health = await service.get("/health")
     assert health["status"] == "degraded" and "output.csv" in health["cause"], health
@@ -79,3 +81,102 @@ async def test_nothing_is_written_before_anything_changed(tmp_path):
     index_version_written = await writer.flush()
     assert index_version_written and writer.writes == 1  # an empty index is still an output
     assert await writer.flush() and writer.writes == 1
+
+
+#: Values csv must quote (delimiter, quote, LF), keep as they are (spaces, non-ASCII) or both.
+AWKWARD = ["Smith, Jr", 'Quote "Q"', "Line\nBreak", "CRLF\r\n", " padded ", "Zoë", "李", '🙂,"', "'", "x"]
+
+
+def many_records(n: int, values: list[str] = AWKWARD) -> list[UserRecord]:
+    rng = random.Random(7)
+    return [
+        UserRecord(
+            str(rng.randrange(10**6)) + rng.choice(["", "a", "-b", ".c"]),
+            rng.choice(values) + str(i),
+            rng.choice(values),
+            rng.randrange(-(10**13), 10**12),
+            rng.choice([None, f"src-data/{i}.png", f"src-data/{i}, x.png"]),
+        )
+        for i in range(n)
+    ]
+
+
+@pytest.mark.parametrize("slice_rows", [1000, 7, 1])
+async def test_a_flush_writes_exactly_what_render_output_gives(tmp_path, monkeypatch, slice_rows):
+    # flush() renders in slices on the event loop, hashing and spooling as it goes; the bytes
+    # and the digest must be those of render_output over the whole index.
+    monkeypatch.setattr(output_csv, "_SLICE", slice_rows)
+    index = UserIndex()
+    # a bare CR is not quoted with lineterminator="\n" (parse_output cannot read it back), but
+    # the bytes must still be those of render_output
+    index.apply(many_records(3000 if slice_rows > 1 else 300, [*AWKWARD, "Car\rriage"]))
+    store = FolderStore(tmp_path, "b", "src/")
+    writer = OutputWriter(store, index, "out/output.csv")
+    assert await writer.flush() and writer.writes == 1
+    expected = render_output(index.records())
+    assert (tmp_path / "b" / "out" / "output.csv").read_bytes() == expected
+    assert writer._digest == output_csv._digest(expected)
+    assert await writer.flush() and writer.writes == 1  # nothing changed
+
+
+async def test_a_restored_output_csv_is_not_written_again_when_the_index_renders_the_same(tmp_path, monkeypatch):
+    # restore() digests the file whole, flush() slice by slice: the digests must agree
+    monkeypatch.setattr(output_csv, "_SLICE", 7)
+    index = UserIndex()
+    index.apply(many_records(500))
+    store = FolderStore(tmp_path, "b", "src/")
+    assert await OutputWriter(store, index, "out/output.csv").flush()
+    again = OutputWriter(store, index, "out/output.csv")
+    assert await again.restore() == index.records()
+    assert await again.flush() and again.writes == 0
+
+
+async def test_a_flush_of_an_empty_index_writes_the_header_only(tmp_path):
+    writer = OutputWriter(FolderStore(tmp_path, "b", "src/"), UserIndex(), "out/output.csv")
+    assert await writer.flush()
+    assert (
+        (tmp_path / "b" / "out" / "output.csv").read_bytes()
+        == render_output([])
+        == b",".join(s.encode() for s in output_csv.HEADER) + b"\n"
+    )
+
+
+async def test_a_change_during_a_flush_is_written_by_the_next_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(output_csv, "_SLICE", 10)
+    index = UserIndex()
+    before = {r.user_id: r for r in many_records(2000)}
+    index.apply(before.values())
+    writer = OutputWriter(FolderStore(tmp_path, "b", "src/"), index, "out/output.csv")
+    path = tmp_path / "b" / "out" / "output.csv"
+    ids = sorted(before)
+    removed = ids[::7]
+    updated = [UserRecord(i, "New", "Name", 1, None) for i in ids[3::11]]
+    added = [UserRecord(f"{i}~new", "Added", "Later", 2, None) for i in ids[5::13]]
+
+    async def change_while_rendering() -> None:
+        for _ in range(50):  # some slices into the render
+            await asyncio.sleep(0)
+        writer.notify(index.apply(updated[: len(updated) // 2], removed[: len(removed) // 2]))
+        for _ in range(50):
+            await asyncio.sleep(0)
+        # a bulk change: the index replaces its sorted list of ids
+        sorted_ids = index._sorted_ids
+        writer.notify(index.apply([*updated[len(updated) // 2 :], *added], removed[len(removed) // 2 :]))
+        assert index._sorted_ids is not sorted_ids
+
+    changer = asyncio.create_task(change_while_rendering())
+    assert await writer.flush()
+    await changer
+    assert writer._changed.is_set()  # run() flushes again
+    # The file mixes old and new records, but every user is there at most once, in order, with
+    # one of its records; and every user present throughout is there.
+    after = {r.user_id: r for r in index.records()}
+    written = parse_output(path.read_bytes())
+    written_ids = [r.user_id for r in written]
+    assert written_ids == sorted(set(written_ids))
+    assert all(r in (before.get(r.user_id), after.get(r.user_id)) for r in written)
+    assert set(before) & set(after) <= set(written_ids)
+    assert written != index.records()
+    # the next flush writes the index as it is now
+    assert await writer.flush() and writer.writes == 2
+    assert path.read_bytes() == render_output(index.records())

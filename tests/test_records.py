@@ -5,13 +5,15 @@ Expected values are written from SPEC.md ("Records"), never copied from the pars
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from userdata.records import InvalidRecord, UserFields, parse_user_csv
+from userdata.records import InvalidRecord, UserFields, _split_rows, parse_user_csv
 
 #: The original task's 100 users (``<id>.csv`` + some ``<id>.png``), beside the project.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "provectus-src-data"
@@ -93,6 +95,8 @@ NOT_AN_INTEGER = r"birthts"
 CORPUS = [
     # accepted
     pytest.param(HEADER + b"Susan, Lee, 612302400000\n", SUSAN, id="plain"),
+    pytest.param(HEADER + b'"Su\rsan", Lee, 0\n', Rejected("first_name contains a line break"), id="cr-in-name"),
+    pytest.param(HEADER + b'Susan, "Lee\r\nJr", 0\n', Rejected("last_name contains a line break"), id="crlf-in-name"),
     pytest.param(HEADER + b"Susan, Lee, 612302400000", SUSAN, id="no-final-newline"),
     pytest.param(b"\xef\xbb\xbf" + HEADER + b"Susan, Lee, 612302400000\n", SUSAN, id="utf8-bom"),
     pytest.param(b"first_name, last_name, birthts\r\nSusan, Lee, 612302400000\r\n", SUSAN, id="crlf"),
@@ -288,3 +292,26 @@ def test_every_rejection_reason_is_a_single_line(data: bytes) -> None:
     reason = reject_reason(data)
     assert one_line(reason), repr(reason)
     assert reason == reason.strip(), repr(reason)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a,b\r\n1, 2\r\n",
+        "a,b\r1,2\r",
+        "a,b\n\n ,\n1,2\n",
+        "a, b ,c\n 1 ,2,\n",
+        ",,,\n",
+        "a,b\n1,2",
+        "x\u2028y,z\n1,2\n",
+        "a,b\x0c\n1,2\n",
+        "\ta ,\tb\n1,2\n",
+    ],
+)
+def test_unquoted_rows_split_as_the_csv_module_splits_them(text: str) -> None:
+    reference = [
+        [value.strip() for value in row]
+        for row in csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+        if any(value.strip() for value in row)
+    ]
+    assert _split_rows(text) == reference

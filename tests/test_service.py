@@ -296,6 +296,20 @@ async def test_a_vanished_source_folder_degrades_and_recovers(service, write_use
     assert (await service.get("/health"))["status"] == "ok"
 
 
+async def test_a_rescan_asked_for_while_the_store_is_away_runs_when_it_is_back(
+    start_service, data_dir, write_user, source_dir
+):
+    # No watcher and no periodic rescan: only the pipeline's own retry can find the new user.
+    service = await start_service(fast_settings(data_dir, watch=False))
+    shutil.move(source_dir, source_dir.with_name("moved"))
+    service.pipeline.rescan_soon()  # as the watcher does when a folder appears, or its watch restarts
+    await wait_until(lambda: service.pipeline.store_error is not None)
+    shutil.move(source_dir.with_name("moved"), source_dir)
+    write_user("8")
+    await wait_until(lambda: "8" in service.index)
+    assert service.pipeline.store_error is None
+
+
 async def test_an_unreadable_file_is_rejected_with_the_reason(start_service, data_dir, write_user, monkeypatch):
     from userdata.stores import ObjectError
     from userdata.stores.folder import FolderStore

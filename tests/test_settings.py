@@ -127,6 +127,8 @@ BAD_VALUES = [
     pytest.param("log_level", "loud", id="log_level-loud"),
     pytest.param("output_key", "src-data/output.csv", id="output_key-in-source-prefix"),
     pytest.param("output_key", "processed_data/", id="output_key-folder"),
+    pytest.param("database_url", "mysql://db.example/users", id="database_url-not-postgresql"),
+    pytest.param("database_url", "host=db.example dbname=users", id="database_url-not-a-url"),
 ]
 
 

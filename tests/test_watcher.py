@@ -1,13 +1,14 @@
 import asyncio
 
+import pytest
 from helpers import wait_until
 
-from userdata.watcher import Watcher
+from userdata.watcher import RESCAN, Watcher, folder_keys, minio_keys
 
 
 async def test_the_watcher_maps_paths_to_keys_and_filters_names(tmp_path):
     seen: set[str] = set()
-    watcher = Watcher(tmp_path, "src/", seen.update, debounce_ms=50, step_ms=10)
+    watcher = Watcher(tmp_path, folder_keys(tmp_path, "src/"), seen.update, debounce_ms=50, step_ms=10)
     task = asyncio.create_task(watcher.run())
     try:
         await asyncio.sleep(0)  # awatch registers its watch in its first step
@@ -28,7 +29,9 @@ async def test_a_failed_watch_is_started_again_and_asks_to_catch_up(tmp_path):
     directory = tmp_path / "later"
     seen: set[str] = set()
     restarts = []
-    watcher = Watcher(directory, "", seen.update, on_restart=lambda: restarts.append(1), retry_delay=0.05)
+    watcher = Watcher(
+        directory, folder_keys(directory, ""), seen.update, on_rescan=lambda: restarts.append(1), retry_delay=0.05
+    )
     task = asyncio.create_task(watcher.run())
     try:
         await wait_until(lambda: watcher.error is not None)
@@ -40,3 +43,24 @@ async def test_a_failed_watch_is_started_again_and_asks_to_catch_up(tmp_path):
     finally:
         watcher.stop_event.set()
         await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.parametrize(
+    ("relative", "key"),
+    [
+        ("src/1.csv/xl.meta", "src/1.csv"),
+        ("src/1.csv", "src/1.csv"),
+        ("src/2.PNG/6f0e0c5d-1b2a-4c6f/part.1", "src/2.PNG"),
+        ("src/2.PNG/6f0e0c5d-1b2a-4c6f", "src/2.PNG"),
+        ("src", RESCAN),
+        (".", RESCAN),
+        ("src/sub/3.csv/xl.meta", None),
+        ("src/.hidden.csv/xl.meta", None),
+        ("src/notes.txt/xl.meta", None),
+        ("other/4.csv/xl.meta", None),
+    ],
+)
+def test_minio_paths_map_to_the_objects_they_belong_to(tmp_path, relative, key):
+    # MinIO's layout, simulated: object k of the bucket is the folder <bucket>/<k>/.
+    bucket_dir = tmp_path / "bucket"
+    assert minio_keys(bucket_dir, "src/")(str((bucket_dir / relative).resolve())) == key

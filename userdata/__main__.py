@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,7 +19,9 @@ from .index import UserIndex
 from .pipeline import Pipeline
 from .settings import OPTIONS, Settings, SettingsError, resolve
 from .sinks.output_csv import OutputWriter
-from .stores import StoreUnavailable
+from .sinks.postgres import DatabaseUnavailable, mirror_once
+from .stores import Store, StoreUnavailable
+from .stores.folder import FolderStore
 
 logger = logging.getLogger("userdata")
 
@@ -47,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_ in (
         ("serve", "run the service"),
-        ("process", "one batch pass: read the source, write output.csv, exit"),
+        ("process", "one batch pass: read the source, write output.csv and the database if configured, exit"),
         ("demo", "write a demo data set into the source folder"),
     ):
         sub = commands.add_parser(name, help=help_, description=help_)
@@ -73,24 +76,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    logging.getLogger("watchfiles").setLevel(logging.WARNING)  # it logs every batch at info
+    for noisy in ("watchfiles", "aiobotocore", "botocore"):  # batches and credentials at info
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        _check_available(settings)
         if args.command == "serve":
             return serve(settings)
         if args.command == "process":
             return asyncio.run(process(settings))
-        return write_demo(settings, args.users, args.seed, if_empty=args.if_empty)
+        return asyncio.run(write_demo(settings, args.users, args.seed, if_empty=args.if_empty))
     except NotImplementedError as e:
         print(f"userdata: {e}", file=sys.stderr)
         return 2
-
-
-def _check_available(settings: Settings) -> None:
-    for name in ("s3_endpoint", "database_url", "webhook_token"):
-        if getattr(settings, name):
-            option = "--" + name.replace("_", "-")
-            raise NotImplementedError(f"{option} is not available in this version of userdata")
 
 
 def serve(settings: Settings) -> int:
@@ -109,8 +105,10 @@ def serve(settings: Settings) -> int:
 
 
 async def process(settings: Settings) -> int:
-    """One batch pass: load the source as the service would, write output.csv, print a summary."""
+    """One batch pass: load the source as the service would, write output.csv (and the database
+    when configured), print a summary."""
     store = create_store(settings)
+    await store.open()
     index = UserIndex()
     output = OutputWriter(store, index, settings.output_key)
     pipeline = Pipeline(store, index, settings.prefix, restore=output.restore)
@@ -123,21 +121,48 @@ async def process(settings: Settings) -> int:
     finally:
         await store.close()
     summary = dataclasses.asdict(report) | {"rejected_files": pipeline.rejected}
+    database_error = None
+    if settings.database_url:
+        try:
+            summary["database"] = dataclasses.asdict(await mirror_once(settings.database_url, index))
+        except DatabaseUnavailable as e:
+            database_error = f"database unavailable: {e}"
     sys.stdout.buffer.write(orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n")
     if not written:
         print(f"userdata: {output.error}", file=sys.stderr)
         return 1
+    if database_error is not None:
+        print(f"userdata: {database_error}", file=sys.stderr)
+        return 1
     return 0
 
 
-def write_demo(settings: Settings, users: int, seed: int, *, if_empty: bool) -> int:
+async def write_demo(settings: Settings, users: int, seed: int, *, if_empty: bool) -> int:
+    """Write the demo data set: plain files in folder mode, uploads through S3 in S3 mode."""
     store = create_store(settings)
-    if if_empty and any(p.suffix.lower() == ".csv" for p in store.source_dir.iterdir()):
-        logger.info("%s already has CSV files: no demo data written", store.source_dir)
-        return 0
-    written = demo.write_demo(store.source_dir, users=users, seed=seed)
-    logger.info("wrote %d demo users to %s", written, store.source_dir)
+    await store.open()
+    try:
+        if if_empty and any(key.lower().endswith(".csv") for key in await store.list_objects()):
+            logger.info("%s already has CSV files: no demo data written", store.describe())
+            return 0
+        if isinstance(store, FolderStore):
+            written = demo.write_demo(store.source_dir, users=users, seed=seed)
+        else:
+            written = await _upload_demo(store, settings.prefix, users, seed)
+    except StoreUnavailable as e:
+        print(f"userdata: store unavailable: {e}", file=sys.stderr)
+        return 1
+    finally:
+        await store.close()
+    logger.info("wrote %d demo users to %s", written, store.describe())
     return 0
+
+
+async def _upload_demo(store: Store, prefix: str, users: int, seed: int) -> int:
+    files = demo.iter_demo(users, seed)
+    while batch := list(itertools.islice(files, 256)):
+        await asyncio.gather(*(store.write(prefix + name, data) for name, data in batch))
+    return users
 
 
 if __name__ == "__main__":

@@ -1,31 +1,37 @@
 """The aiohttp application: long-lived parts as cleanup contexts, in dependency order.
 
 aiohttp runs the contexts' setup in order and their cleanup in reverse, so producers of changes
-stop first and sinks last: output.csv is flushed after the last change has been applied.
+stop first and sinks last: output.csv is flushed, and the database mirror catches up, after the
+last change has been applied.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
 from contextlib import suppress
 from typing import Any
 
 from aiohttp import web
 
 from .index import UserIndex
-from .keys import INDEX, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER
+from .keys import INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER
 from .middleware import error_middleware
 from .pipeline import Pipeline
 from .settings import Settings
 from .sinks.output_csv import OutputWriter
-from .stores import StoreUnavailable
+from .sinks.postgres import PostgresMirror
+from .stores import Store
 from .stores.folder import FolderStore
+from .stores.s3 import S3Store
 from .views import routes
-from .watcher import Watcher
+from .watcher import Watcher, folder_keys, minio_keys
 
 __all__ = ("create_app",)
+
+#: Seconds the last write of output.csv may take when the service stops.
+FLUSH_TIMEOUT = 5.0
 
 logger = logging.getLogger("userdata.app")
 
@@ -34,21 +40,33 @@ def create_app(settings: Settings) -> web.Application:
     """The service for ``settings``; nothing starts until the app is run."""
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
-    app.cleanup_ctx.extend([_store_ctx, _output_ctx, _pipeline_ctx, _rescan_ctx])
+    app.cleanup_ctx.extend([_store_ctx, _output_ctx, _mirror_ctx, _pipeline_ctx, _rescan_ctx])
     app.router.add_routes(routes)
     return app
 
 
-def create_store(settings: Settings) -> FolderStore:
+def create_store(settings: Settings) -> Store:
+    """The store ``settings`` name (not opened yet)."""
     if settings.s3_endpoint:
-        raise NotImplementedError("S3 mode (--s3-endpoint) is not available in this version")
-    store = FolderStore(settings.data_dir, settings.bucket, settings.prefix)
-    store.ensure_source_dir()
-    return store
+        return S3Store(settings.s3_endpoint, settings.bucket, settings.prefix)
+    assert settings.data_dir is not None
+    return FolderStore(settings.data_dir, settings.bucket, settings.prefix)
+
+
+def create_watcher(settings: Settings, store: Store, submit: Callable[[Iterable[str]], None]) -> Watcher | None:
+    """The folder store's watcher, or in S3 mode one for MinIO's data directory when given."""
+    if not settings.watch or settings.data_dir is None:
+        return None
+    options: dict[str, Any] = {"debounce_ms": settings.watch_debounce_ms, "step_ms": settings.watch_step_ms}
+    if isinstance(store, FolderStore):
+        return Watcher(store.source_dir, folder_keys(store.source_dir, settings.prefix), submit, **options)
+    bucket_dir = settings.data_dir / settings.bucket
+    return Watcher(bucket_dir, minio_keys(bucket_dir, settings.prefix), submit, recursive=True, **options)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORE] = store = create_store(app[SETTINGS])
+    await store.open()
     yield
     await store.close()
 
@@ -57,13 +75,33 @@ async def _output_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     index = app[INDEX] = UserIndex()
     output = app[OUTPUT] = OutputWriter(
-        app[STORE], index, settings.output_key, settle=settings.output_settle, max_delay=settings.output_max_delay
+        app[STORE],
+        index,
+        settings.output_key,
+        settle=settings.output_settle,
+        max_delay=settings.output_max_delay,
+        retry_delays=settings.retry_delays,
     )
     task = _start(output.run(), "output")
     yield
     await _stop(task)
     if app[PIPELINE].loaded.is_set():  # before the first load, the index is not the source's
-        await output.flush()
+        try:
+            # Bounded: a store that does not answer must not keep the service from stopping
+            # within a few seconds (the write is whole or not at all either way).
+            await asyncio.wait_for(output.flush(), FLUSH_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("output.csv not flushed: the store did not answer within %g s", FLUSH_TIMEOUT)
+
+
+async def _mirror_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.database_url:
+        yield
+        return
+    mirror = app[MIRROR] = PostgresMirror(settings.database_url, app[INDEX], retry_delays=settings.retry_delays)
+    yield  # _pipeline_ctx feeds it and starts it
+    await mirror.close(grace=2.0)  # writes what it can in that time; never waits for a database that is down
 
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -72,16 +110,13 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         store, app[INDEX], settings.prefix, restore=app[OUTPUT].restore, retry_delays=settings.retry_delays
     )
     pipeline.listeners.append(app[OUTPUT].notify)
-    watcher = None
-    if settings.watch and isinstance(store, FolderStore):
-        watcher = app[WATCHER] = Watcher(
-            store.source_dir,
-            settings.prefix,
-            pipeline.submit,
-            on_restart=lambda: pipeline.rescan(force=False),
-            debounce_ms=settings.watch_debounce_ms,
-            step_ms=settings.watch_step_ms,
-        )
+    if MIRROR in app:  # its first sync waits for the first load: a partial index would delete rows
+        pipeline.listeners.append(app[MIRROR].notify)
+        app[MIRROR].start(pipeline.loaded)
+    watcher = create_watcher(settings, store, pipeline.submit)
+    if watcher is not None:
+        app[WATCHER] = watcher
+        watcher.on_rescan = pipeline.rescan_soon
         watch_task = _start(watcher.run(), "watcher")
         # awatch sets up its watches synchronously in its first step: let it take that step
         # before the first listing, so no change falls between the two.
@@ -106,7 +141,7 @@ async def _rescan_periodically(pipeline: Pipeline, interval: float) -> None:
     await pipeline.loaded.wait()
     while True:
         await asyncio.sleep(interval)
-        with suppress(StoreUnavailable):  # logged by the pipeline, which keeps trying
+        with suppress(Exception):  # logged by the pipeline, which keeps trying
             await pipeline.rescan(force=False)
 
 

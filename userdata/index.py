@@ -20,6 +20,9 @@ from .records import DAY_MS, YEAR_MS, UserRecord, day_of, latest_birth_day_for_a
 
 __all__ = ("Diff", "Filters", "Stats", "UserIndex")
 
+#: Batches adding or removing more ids than this (plus 1/64 of the index) re-sort all ids.
+_RESORT_MIN = 256
+
 
 @dataclass(frozen=True, slots=True)
 class Filters:
@@ -54,7 +57,8 @@ class _Group:
     __slots__ = ("_counts_prefix", "_sums_prefix", "days", "members", "sums")
 
     def __init__(self) -> None:
-        self.members: dict[int, set[str]] = {}
+        # Per day, the user ids as the keys of a dict: an ordered set at a quarter of a set's size.
+        self.members: dict[int, dict[str, None]] = {}
         self.sums: dict[int, int] = {}
         self.days: list[int] = []
         self._counts_prefix: list[int] | None = None
@@ -64,17 +68,17 @@ class _Group:
         day = day_of(birthts)
         bucket = self.members.get(day)
         if bucket is None:
-            bucket = self.members[day] = set()
+            bucket = self.members[day] = {}
             self.sums[day] = 0
             insort(self.days, day)
-        bucket.add(user_id)
+        bucket[user_id] = None
         self.sums[day] += birthts
         self._counts_prefix = self._sums_prefix = None
 
     def discard(self, user_id: str, birthts: int) -> None:
         day = day_of(birthts)
         bucket = self.members[day]
-        bucket.remove(user_id)
+        del bucket[user_id]
         if bucket:
             self.sums[day] -= birthts
         else:
@@ -108,7 +112,8 @@ class UserIndex:
     def __init__(self) -> None:
         self._users: dict[str, UserRecord] = {}
         self._groups = (_Group(), _Group())  # [without image, with image]
-        self._sorted_ids: list[str] | None = []
+        #: every user_id, sorted; kept up to date by apply() (re-sorted whole after a large batch)
+        self._sorted_ids: list[str] = []
         #: Bumped by every apply() that changed something; sinks compare it.
         self.version = 0
 
@@ -146,9 +151,18 @@ class UserIndex:
                 diff.removed.append(user_id)
         if diff:
             self.version += 1
-            if diff.added or diff.removed:
-                self._sorted_ids = None
+            self._update_sorted(diff)
         return diff
+
+    def _update_sorted(self, diff: Diff) -> None:
+        ids = self._sorted_ids
+        if len(diff.added) + len(diff.removed) > _RESORT_MIN + len(ids) // 64:
+            self._sorted_ids = sorted(self._users)  # a bulk change: one sort beats many moves
+            return
+        for user_id in diff.removed:
+            del ids[bisect_left(ids, user_id)]
+        for record in diff.added:
+            insort(ids, record.user_id)
 
     def _group(self, record: UserRecord) -> _Group:
         return self._groups[record.img_path is not None]
@@ -161,12 +175,17 @@ class UserIndex:
     def records(self) -> list[UserRecord]:
         """Every record, sorted by user_id."""
         users = self._users
-        return [users[user_id] for user_id in self._sorted()]
+        return [users[user_id] for user_id in self._sorted_ids]
 
-    def _sorted(self) -> list[str]:
-        if self._sorted_ids is None:
-            self._sorted_ids = sorted(self._users)
-        return self._sorted_ids
+    def ids_after(self, last: str | None, count: int) -> list[str]:
+        """Up to ``count`` user ids, sorted, that come after ``last`` (from the first if None).
+
+        Walking the ids in such slices meets every user present throughout exactly once, in
+        order, however the index changes between the slices.
+        """
+        ids = self._sorted_ids
+        start = 0 if last is None else bisect_right(ids, last)
+        return ids[start : start + count]
 
     def query(self, filters: Filters, now_ms: int) -> list[UserRecord]:
         """Records matching ``filters`` on the UTC date of ``now_ms``, sorted by user_id."""
@@ -179,7 +198,7 @@ class UserIndex:
             if filters.has_image is None:
                 return self.records()
             want = filters.has_image
-            return [r for r in map(users.__getitem__, self._sorted()) if (r.img_path is not None) is want]
+            return [r for r in map(users.__getitem__, self._sorted_ids) if (r.img_path is not None) is want]
         ids = [uid for group in self._selected_groups(filters) for uid in group.ids(lo, hi)]
         ids.sort()
         return [users[uid] for uid in ids]

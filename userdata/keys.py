@@ -8,6 +8,7 @@ from .index import UserIndex
 from .pipeline import Pipeline
 from .settings import Settings
 from .sinks.output_csv import OutputWriter
+from .sinks.postgres import PostgresMirror
 from .stores import Store
 from .watcher import Watcher
 
@@ -17,3 +18,4 @@ INDEX = web.AppKey("index", UserIndex)
 PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTPUT = web.AppKey("output", OutputWriter)
 WATCHER = web.AppKey("watcher", Watcher)  # only set while a folder is watched
+MIRROR = web.AppKey("mirror", PostgresMirror)  # only set with a database URL

@@ -34,4 +34,9 @@ def classify(key: str, prefix: str) -> SourceObject | None:
         kind = "png"
     else:
         return None
-    return SourceObject(kind, name[:-4])
+    return _new(SourceObject, (kind, name[:-4]))
+
+
+# NamedTuple's own constructor is a Python function; this is the same object made in C, and
+# classify runs for every key of every listing.
+_new = tuple.__new__

@@ -10,6 +10,7 @@ else writes them, so no locks are needed and a reader never sees half a batch.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
@@ -85,6 +86,7 @@ class Pipeline:
         self._failures = 0
         self._dirty: set[str] = set()
         self._pending: _Rescan | None = None
+        self._rescan_retry: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
 
     # Producers' side.
@@ -108,11 +110,21 @@ class Pipeline:
             self._pending.force |= force
         return asyncio.shield(self._pending.future)
 
+    def rescan_soon(self) -> None:
+        """Ask for an incremental rescan without waiting for it: its failure is logged, and one
+        that failed for the store is tried again when the store may be back."""
+        self.rescan(force=False).add_done_callback(_retrieve)
+
     # The consumer.
 
     async def run(self) -> None:
         """Load everything, then apply changes as they are asked for, until cancelled."""
         await self.load(retry=True)
+        # The index now holds most of the objects this process will ever have. Frozen, they are
+        # out of the collector's way: a full collection over a million records would stall the
+        # event loop for a quarter of a second each time it came.
+        gc.collect()
+        gc.freeze()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -150,9 +162,9 @@ class Pipeline:
                 report = await self._scan(force=True, started=started)
                 break
             except StoreUnavailable as e:
-                delay = self._failed(e)
                 if not retry:
                     raise
+                delay = self._failed(e)
             except Exception as e:
                 if not retry:
                     raise
@@ -175,7 +187,11 @@ class Pipeline:
             report = await self._scan(force=request.force, started=time.monotonic())
         except Exception as e:
             if isinstance(e, StoreUnavailable):
-                self._failed(e)
+                # What asked for it (a folder that appeared, a watch that restarted, a webhook
+                # during an outage) must not be lost with it: once, whoever many asked.
+                delay = self._failed(e)
+                if self._rescan_retry is None:
+                    self._rescan_retry = asyncio.get_running_loop().call_later(delay, self._retry_rescan)
             else:
                 logger.exception("rescan failed")
             request.future.set_exception(e)
@@ -184,6 +200,10 @@ class Pipeline:
             if report.added or report.updated or report.removed:
                 logger.info("rescan: %s", report)
             request.future.set_result(report)
+
+    def _retry_rescan(self) -> None:
+        self._rescan_retry = None
+        self.rescan_soon()
 
     def _failed(self, error: StoreUnavailable) -> float:
         """Record a store failure; returns how long to wait before trying again."""
@@ -205,7 +225,7 @@ class Pipeline:
         self._failures = 0
 
     async def _scan(self, *, force: bool, started: float) -> RescanReport:
-        listing = await self.store.list_objects()
+        listing = await self.store.list_objects(versions=not force)  # a forced scan reads every CSV
         found: dict[str, Version | None] = {}
         read: list[str] = []
         for key, version in listing.items():
@@ -237,7 +257,12 @@ class Pipeline:
             obj = classify(key, self.prefix)
             if obj is not None:
                 (csvs if obj.kind == "csv" else pngs).append(key)
-        found: dict[str, Version | None] = dict(await self.store.stat_many(pngs)) if pngs else {}
+        found: dict[str, Version | None] = {}
+        for key, version in (await self.store.stat_many(pngs)).items() if pngs else ():
+            if isinstance(version, ObjectError):  # the image's state is unknown: keep what is known
+                logger.warning("cannot look at %s: %s", key, version)
+            else:
+                found[key] = version
         return await self._update(found, csvs)
 
     async def _update(self, found: dict[str, Version | None], read: Collection[str], *, everyone: bool = False) -> Diff:
@@ -245,7 +270,7 @@ class Pipeline:
         outcomes = await self._read(read, found)
         # A user left with one CSV after a conflict, or whose only CSV has no known content,
         # needs that CSV read now.
-        again = self._unknown_csvs(found, outcomes)
+        again = [] if everyone else self._unknown_csvs(found, outcomes)  # a forced scan read every CSV
         if again:
             outcomes.update(await self._read(again, found))
         self._succeeded()
@@ -291,25 +316,28 @@ class Pipeline:
     def _apply(self, found: dict[str, Version | None], outcomes: dict[str, Outcome], everyone: bool) -> Diff:
         """Update the catalog and the index in one synchronous step."""
         touched: set[str] = set(self.index.user_ids()) | set(self.csv_keys) if everyone else set()
+        # Names bound locally: this loop runs once per key of a whole load.
+        prefix, versions, csv_keys, png_keys = self.prefix, self.versions, self.csv_keys, self.png_keys
         for key, version in found.items():
-            obj = classify(key, self.prefix)
+            obj = classify(key, prefix)
             if obj is None:
                 continue
-            touched.add(obj.user_id)
-            keys_of = self.csv_keys if obj.kind == "csv" else self.png_keys
-            keys = keys_of.get(obj.user_id)
+            kind, user_id = obj
+            touched.add(user_id)
+            keys_of = csv_keys if kind == "csv" else png_keys
+            keys = keys_of.get(user_id)
             if version is None:
-                self.versions.pop(key, None)
+                versions.pop(key, None)
                 self.rejected.pop(key, None)
                 self._conflicts.discard(key)
                 if keys is not None and key in keys:
                     keys.remove(key)
                     if not keys:
-                        del keys_of[obj.user_id]
+                        del keys_of[user_id]
             else:
-                self.versions[key] = version
+                versions[key] = version
                 if keys is None:
-                    keys_of[obj.user_id] = [key]
+                    keys_of[user_id] = [key]
                 elif key not in keys:
                     keys.append(key)
                     keys.sort()
@@ -333,6 +361,8 @@ class Pipeline:
         if not csvs:
             return None
         current = self.index.get(user_id)
+        pngs = self.png_keys.get(user_id)
+        img_path = pngs[0] if pngs else None
         if len(csvs) > 1:
             reason = f"conflict: {' and '.join(csvs)} name the same user {user_id!r}"
             for key in csvs:
@@ -342,12 +372,13 @@ class Pipeline:
         else:
             key = csvs[0]
             outcome = outcomes.get(key)
-            if key in self._conflicts and outcome is not None:
+            if self._conflicts and key in self._conflicts and outcome is not None:
                 self._conflicts.discard(key)
                 self.rejected.pop(key, None)
             if isinstance(outcome, UserFields):
-                self.rejected.pop(key, None)
-                record = UserRecord.build(user_id, outcome, None)
+                if self.rejected:
+                    self.rejected.pop(key, None)
+                record = UserRecord(user_id, outcome.first_name, outcome.last_name, outcome.birthts, img_path)
             else:
                 if isinstance(outcome, str):
                     self.rejected[key] = outcome
@@ -355,8 +386,6 @@ class Pipeline:
                 record = current  # a rejected file never removes or changes the last good record
         if record is None:
             return None
-        pngs = self.png_keys.get(user_id)
-        img_path = pngs[0] if pngs else None
         return record if record.img_path == img_path else replace(record, img_path=img_path)
 
 
@@ -369,6 +398,12 @@ def _parse_all(contents: dict[str, bytes]) -> dict[str, Outcome]:
         except InvalidRecord as e:
             outcomes[key] = str(e)
     return outcomes
+
+
+def _retrieve(future: asyncio.Future[RescanReport]) -> None:
+    """Mark a result nobody waits for as seen (failures were logged where they happened)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _summary(diff: Diff) -> str:

@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import re
+import sys
 import time
 from dataclasses import dataclass
 
@@ -30,6 +31,8 @@ MIN_BIRTHTS = (dt.date(1, 1, 1).toordinal() - _EPOCH_ORDINAL) * DAY_MS
 
 REQUIRED_COLUMNS = ("first_name", "last_name", "birthts")
 _INTEGER = re.compile(r"-?[0-9]+")
+#: Files shorter than this without quotes are split by hand (the csv module has a field size limit).
+_FAST_MAX = 65536
 
 
 class InvalidRecord(ValueError):
@@ -55,10 +58,6 @@ class UserRecord:
     birthts: int
     img_path: str | None
 
-    @classmethod
-    def build(cls, user_id: str, fields: UserFields, img_path: str | None) -> UserRecord:
-        return cls(user_id, fields.first_name, fields.last_name, fields.birthts, img_path)
-
 
 def parse_user_csv(data: bytes, *, now_ms: int | None = None) -> UserFields:
     """Parse a user's CSV (a header and exactly one data row).
@@ -76,14 +75,7 @@ def parse_user_csv(data: bytes, *, now_ms: int | None = None) -> UserFields:
         raise InvalidRecord(f"not UTF-8 (byte {e.start})") from None
     if "\x00" in text:
         raise InvalidRecord("contains a NUL character")
-    try:
-        rows = [
-            [value.strip() for value in row]
-            for row in csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
-            if any(value.strip() for value in row)
-        ]
-    except csv.Error as e:
-        raise InvalidRecord(f"malformed CSV: {e}") from None
+    rows = _split_rows(text)
     if not rows:
         raise InvalidRecord("empty file")
     header = [name.lower() for name in rows[0]]
@@ -103,6 +95,9 @@ def parse_user_csv(data: bytes, *, now_ms: int | None = None) -> UserFields:
         raise InvalidRecord("first_name is empty")
     if not last_name:
         raise InvalidRecord("last_name is empty")
+    for name, value in (("first_name", first_name), ("last_name", last_name)):
+        if "\n" in value or "\r" in value:  # a quoted value may hold one: no name does
+            raise InvalidRecord(f"{name} contains a line break")
     if not _INTEGER.fullmatch(raw_birthts):
         raise InvalidRecord(f"birthts is not an integer: {_excerpt(raw_birthts)}")
     digits = raw_birthts.lstrip("-").lstrip("0") or "0"
@@ -113,7 +108,25 @@ def parse_user_csv(data: bytes, *, now_ms: int | None = None) -> UserFields:
         raise InvalidRecord(f"birthts {birthts} is in the future")
     if birthts < MIN_BIRTHTS:
         raise InvalidRecord(f"birthts {birthts} is before the year 1")
-    return UserFields(first_name, last_name, birthts)
+    # Names repeat across users: one copy each keeps the index small.
+    return UserFields(sys.intern(first_name), sys.intern(last_name), birthts)
+
+
+def _split_rows(text: str) -> list[list[str]]:
+    """The non-blank rows of ``text``, values trimmed; raises InvalidRecord for malformed CSV."""
+    if '"' not in text and len(text) < _FAST_MAX:
+        # Without quotes a CSV row is its values split at commas: what the csv module would
+        # give, several times faster. Line ends as csv knows them: CRLF, LF or CR.
+        lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        return [values for line in lines if any(values := [value.strip() for value in line.split(",")])]
+    try:
+        return [
+            [value.strip() for value in row]
+            for row in csv.reader(io.StringIO(text, newline=""), skipinitialspace=True)
+            if any(value.strip() for value in row)
+        ]
+    except csv.Error as e:
+        raise InvalidRecord(f"malformed CSV: {e}") from None
 
 
 def _excerpt(value: str, limit: int = 40) -> str:

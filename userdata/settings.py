@@ -25,7 +25,8 @@ class SettingsError(ValueError):
 class Settings:
     """How the service runs. Tests build it directly; the CLI builds it with :func:`resolve`."""
 
-    data_dir: Path = Path("minio-data")
+    #: folder mode: the store; S3 mode: MinIO's data directory to watch for change hints, if any
+    data_dir: Path | None = None
     s3_endpoint: str | None = None
     bucket: str = "datalake"
     prefix: str = "src-data/"
@@ -45,7 +46,10 @@ class Settings:
     retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "data_dir", Path(self.data_dir))
+        if self.data_dir is not None:
+            object.__setattr__(self, "data_dir", Path(self.data_dir))
+        elif not self.s3_endpoint:
+            object.__setattr__(self, "data_dir", Path("minio-data"))
         if not self.bucket or "/" in self.bucket:
             raise SettingsError(f"bucket: not a bucket name: {self.bucket!r}")
         prefix = self.prefix.strip("/")
@@ -60,6 +64,8 @@ class Settings:
             raise SettingsError(f"port: {self.port} is not 0..65535")
         if not (math.isfinite(self.rescan_interval) and self.rescan_interval >= 0):
             raise SettingsError(f"rescan_interval: {self.rescan_interval} is not a number of seconds >= 0")
+        if self.database_url is not None and urlsplit(self.database_url).scheme not in ("postgresql", "postgres"):
+            raise SettingsError(f"database_url: not a postgresql:// URL: {_hide_password(self.database_url)!r}")
 
     def __repr__(self) -> str:
         shown = []

@@ -31,15 +31,23 @@ class Store(Protocol):
         """Where the store is, for logs and /health."""
         ...
 
-    async def list_objects(self) -> Listing:
-        """Objects directly under the source prefix (not in sub-folders)."""
+    async def open(self) -> None:
+        """Get ready; an unreachable store is no error here (listing will say so)."""
+        ...
+
+    async def list_objects(self, *, versions: bool = True) -> Listing:
+        """Objects directly under the source prefix (not in sub-folders).
+
+        With ``versions=False`` the versions may be placeholders, where finding them costs more
+        than naming the objects (a caller about to read every object gets them from the reads).
+        """
         ...
 
     async def read_many(self, keys: Collection[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
         """Version and body of each key, None where the object does not exist (any more)."""
         ...
 
-    async def stat_many(self, keys: Collection[str]) -> dict[str, Version | None]:
+    async def stat_many(self, keys: Collection[str]) -> dict[str, Version | ObjectError | None]:
         """Version of each key without its body, None where it does not exist."""
         ...
 

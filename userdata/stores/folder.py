@@ -19,7 +19,13 @@ __all__ = ("FolderStore",)
 
 logger = logging.getLogger("userdata.stores.folder")
 T = TypeVar("T")
-_CHUNK = 128  # files per thread hop: enough to hide the hop's cost, small enough to spread
+#: Files per thread hop at the least; a large batch goes in a few large chunks per thread, as
+#: every hop costs far more than a file read from the page cache.
+_CHUNK = 128
+
+
+#: The version listed where none was asked for, and for a PNG: only its presence matters.
+_PRESENT = ("present",)
 
 
 def _version(st: os.stat_result) -> Version:
@@ -29,14 +35,22 @@ def _version(st: os.stat_result) -> Version:
 class FolderStore:
     """A MinIO-shaped tree of plain files: object ``k`` of the bucket is ``<root>/<k>``."""
 
-    def __init__(self, data_dir: Path, bucket: str, prefix: str, *, threads: int = 4) -> None:
+    def __init__(self, data_dir: Path, bucket: str, prefix: str, *, threads: int = 2) -> None:
+        # Two threads: a read from the page cache is mostly Python work under the GIL, where more
+        # threads only contend (measured: 4 threads read 100k files 1.6x slower than 2); two still
+        # overlap a read that waits for a disk.
         self.root = Path(data_dir) / bucket
+        self._root_str = str(self.root)
         self.prefix = prefix
         self.source_dir = self.root / prefix if prefix else self.root
         self._threads = asyncio.Semaphore(threads)
+        self._thread_count = threads
 
     def describe(self) -> str:
         return f"folder {self.source_dir}"
+
+    async def open(self) -> None:
+        await asyncio.to_thread(self.ensure_source_dir)
 
     def ensure_source_dir(self) -> None:
         """Create the source folder if missing, so a new data directory can be watched.
@@ -49,20 +63,18 @@ class FolderStore:
         except OSError as e:
             logger.warning("cannot create source folder %s: %s", self.source_dir, e)
 
-    def path(self, key: str) -> Path:
-        return self.root / key
+    async def list_objects(self, *, versions: bool = True) -> Listing:
+        return await asyncio.to_thread(self._list_objects, versions)
 
-    async def list_objects(self) -> Listing:
-        return await asyncio.to_thread(self._list_objects)
-
-    def _list_objects(self) -> Listing:
+    def _list_objects(self, versions: bool) -> Listing:
         listing: Listing = {}
         try:
             with os.scandir(self.source_dir) as entries:
                 for entry in entries:
                     try:
                         if entry.is_file():
-                            listing[self.prefix + entry.name] = _version(entry.stat())
+                            wanted = versions and entry.name[-4:].lower() != ".png"
+                            listing[self.prefix + entry.name] = _version(entry.stat()) if wanted else _PRESENT
                     except FileNotFoundError:
                         continue  # removed while listing
         except (FileNotFoundError, NotADirectoryError) as e:
@@ -76,7 +88,7 @@ class FolderStore:
     async def read_many(self, keys: Collection[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
         return await self._in_threads(self._read_one, keys)
 
-    async def stat_many(self, keys: Collection[str]) -> dict[str, Version | None]:
+    async def stat_many(self, keys: Collection[str]) -> dict[str, Version | ObjectError | None]:
         return await self._in_threads(self._stat_one, keys)
 
     async def _in_threads(self, work: Callable[[str], T], keys: Collection[str]) -> dict[str, T]:
@@ -90,7 +102,8 @@ class FolderStore:
                 return await asyncio.to_thread(run_chunk, chunk)
 
         out: dict[str, T] = {}
-        for part in await asyncio.gather(*(run(chunk) for chunk in _chunks(keys, _CHUNK))):
+        size = max(_CHUNK, -(-len(keys) // (self._thread_count * 4)))
+        for part in await asyncio.gather(*(run(chunk) for chunk in _chunks(keys, size))):
             out.update(part)
         return out
 
@@ -98,7 +111,7 @@ class FolderStore:
         """An object is a regular file (symlinks followed); anything else does not exist."""
         try:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; no effect on regular files.
-            fd = os.open(self.root / key, os.O_RDONLY | os.O_NONBLOCK)
+            fd = os.open(f"{self._root_str}/{key}", os.O_RDONLY | os.O_NONBLOCK)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as e:
@@ -108,12 +121,18 @@ class FolderStore:
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
                 return None
-            with open(fd, "rb") as f:
-                return _version(st), f.read()
+            data = os.read(fd, st.st_size + 1)
+            if len(data) != st.st_size:  # a short read, or it grew since the fstat: read to the end
+                chunks = [data]
+                while chunk := os.read(fd, 1 << 16):
+                    chunks.append(chunk)
+                data = b"".join(chunks)
+            return _version(st), data
         except OSError as e:
             return ObjectError(e.strerror or str(e))
+        finally:
+            os.close(fd)
 
     def _stat_one(self, key: str) -> Version | None:
         try:

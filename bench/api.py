@@ -1,0 +1,96 @@
+"""Benchmarks 4 and 6: query throughput beside the framework's ceiling, and writing output.csv.
+
+The server (``bench.server``) and the load generator (``bench.loadgen``) are processes of their
+own; this module starts them one at a time and reads the server's CPU time around each run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Any
+
+from .datagen import OLD_QUERY
+from .procs import ROOT, bench_env, cpu_seconds, free_port, wait_http
+
+__all__ = ("ENDPOINTS", "TRIVIAL", "run_api")
+
+TRIVIAL = "/bench/trivial"
+#: name -> path; the trivial handler first, as the others are compared with it
+ENDPOINTS: dict[str, str] = {
+    "trivial": TRIVIAL,
+    "stats": "/stats",
+    "stats_filtered": "/stats?is_image_exists=true&min_age=30&max_age=40",
+    "data_filtered": f"/data?{OLD_QUERY}",
+}
+
+
+def _load(url: str, concurrency: int, duration: float) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.loadgen", url, f"--concurrency={concurrency}", f"--duration={duration}"],
+        cwd=ROOT,
+        env=bench_env(),
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
+
+
+def _measure_output(base: str, concurrency: int, quiet: float) -> dict[str, Any]:
+    """POST /bench/flush while the load generator keeps sending GET /stats."""
+    load = subprocess.Popen(
+        [sys.executable, "-m", "bench.loadgen", base + "/stats", f"--concurrency={concurrency}", "--duration=300"],
+        cwd=ROOT,
+        env=bench_env(),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(1.0)  # requests are flowing
+        request = urllib.request.Request(f"{base}/bench/flush?quiet={quiet}", method="POST")
+        with urllib.request.urlopen(request, timeout=600) as r:
+            result: dict[str, Any] = json.loads(r.read())
+    finally:
+        load.terminate()
+        load.wait(10)
+    return result
+
+
+def run_api(users: int, concurrency: int, duration: float) -> dict[str, Any]:
+    """Serve ``users`` records and measure each of :data:`ENDPOINTS`, then the output.csv write."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "bench.server", f"--users={users}", f"--port={port}"],
+        cwd=ROOT,
+        env=bench_env(),
+        stdout=subprocess.DEVNULL,
+    )
+    results: dict[str, Any] = {"users": users, "concurrency": concurrency, "duration": duration}
+    try:
+        wait_http(base + TRIVIAL, timeout=600, proc=server)
+        wait_http(base + "/health", timeout=60, proc=server)
+        # The ceiling is measured first and last, and averaged: the machine's speed drifts.
+        for name in [*ENDPOINTS, "trivial_again"]:
+            cpu = cpu_seconds(server.pid)
+            load = _load(base + ENDPOINTS[name.removesuffix("_again")], concurrency, duration)
+            # warm-up requests are in the CPU time too: per request, it slightly overstates the cost
+            load["server_cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(1, load["requests"]) * 1e6
+            results[name] = load
+        first, last = results.pop("trivial"), results.pop("trivial_again")
+        results["trivial"] = {key: (first[key] + last[key]) / 2 for key in first}
+        results["trivial_runs"] = [first, last]
+        results["output"] = _measure_output(base, concurrency, quiet=2.0)
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    return results

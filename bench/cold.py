@@ -1,0 +1,121 @@
+"""Cold loads (benchmarks 1 and 2): the pipeline's first load, and the floors it is compared with.
+
+Each function runs in a fresh interpreter (``bench.child``), so its peak RSS is its own. The
+floors do only the I/O a load cannot avoid, at the service's own concurrency: list the source
+objects and read every CSV's bytes; nothing is parsed, PNGs are only listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from aiobotocore.session import get_session
+
+from userdata.index import UserIndex
+from userdata.pipeline import Pipeline
+from userdata.stores import Store
+from userdata.stores.folder import FolderStore
+from userdata.stores.s3 import S3Store
+
+from .datagen import BUCKET, PREFIX
+from .procs import memory_kib
+
+__all__ = ("folder_threads", "load_floor_folder", "load_floor_s3", "load_folder", "load_s3")
+
+_CHUNK = 128  # files per task of the folder floor, as the folder store hands to a thread
+
+
+def folder_threads() -> int:
+    """The folder store's default number of reading threads (what the service uses)."""
+    return int(inspect.signature(FolderStore.__init__).parameters["threads"].default)
+
+
+async def _load(store: Store, users: int) -> dict[str, Any]:
+    await store.open()
+    index = UserIndex()
+    pipeline = Pipeline(store, index, PREFIX)
+    rss_before = memory_kib("VmRSS")
+    started = time.perf_counter()
+    report = await pipeline.load()
+    seconds = time.perf_counter() - started
+    await store.close()
+    if len(index) != users or report.rejected:
+        raise RuntimeError(f"loaded {len(index)} users ({report.rejected} rejected), expected {users}")
+    return {"seconds": seconds, "retained_kib": memory_kib("VmRSS") - rss_before}
+
+
+def load_folder(data_dir: str, users: int) -> dict[str, Any]:
+    """Time ``Pipeline(...).load()`` from the folder store, with the service's defaults."""
+    return asyncio.run(_load(FolderStore(Path(data_dir), BUCKET, PREFIX), users))
+
+
+def load_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
+    """Time ``Pipeline(...).load()`` from S3, with the service's defaults."""
+    return asyncio.run(_load(S3Store(endpoint, bucket, PREFIX), users))
+
+
+def _read_files(paths: list[str]) -> int:
+    """Total bytes of ``paths``, read with the fewest Python objects (no file objects)."""
+    size = 0
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            while chunk := os.read(fd, 1 << 16):
+                size += len(chunk)
+        finally:
+            os.close(fd)
+    return size
+
+
+def load_floor_folder(data_dir: str, users: int) -> dict[str, Any]:
+    """List the source folder and read every CSV's bytes on the store's number of threads."""
+    source = os.path.join(data_dir, BUCKET, PREFIX)
+    started = time.perf_counter()
+    with os.scandir(source) as entries:
+        names = [entry.name for entry in entries if entry.is_file()]
+    paths = [os.path.join(source, name) for name in names if name[-4:].lower() == ".csv"]
+    chunks = [paths[i : i + _CHUNK] for i in range(0, len(paths), _CHUNK)]
+    with ThreadPoolExecutor(folder_threads()) as pool:
+        size = sum(pool.map(_read_files, chunks))
+    seconds = time.perf_counter() - started
+    if len(paths) != users:
+        raise RuntimeError(f"found {len(paths)} CSVs, expected {users}")
+    return {"seconds": seconds, "objects": len(names), "bytes": size}
+
+
+async def _floor_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
+    # The service's own client configuration and concurrency, so only the work differs.
+    like = S3Store(endpoint, bucket, PREFIX)
+    config, concurrency = like._config, like._concurrency
+    session = get_session()
+    async with session.create_client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config) as s3:
+        started = time.perf_counter()
+        keys: list[str] = []
+        paginator = s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=bucket, Prefix=PREFIX, Delimiter="/"):
+            keys.extend(obj["Key"] for obj in page.get("Contents", []))
+        csvs = [key for key in keys if key[-4:].lower() == ".csv"]
+        slots = asyncio.Semaphore(concurrency)
+
+        async def get(key: str) -> int:
+            async with slots:
+                response = await s3.get_object(Bucket=bucket, Key=key)
+                async with response["Body"] as body:
+                    return len(await body.read())
+
+        size = sum(await asyncio.gather(*(get(key) for key in csvs)))
+        seconds = time.perf_counter() - started
+    if len(csvs) != users:
+        raise RuntimeError(f"listed {len(csvs)} CSVs, expected {users}")
+    return {"seconds": seconds, "objects": len(keys), "bytes": size}
+
+
+def load_floor_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
+    """List the prefix and GET every CSV with aiobotocore alone, at the store's concurrency."""
+    return asyncio.run(_floor_s3(endpoint, bucket, users))
