@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from userdata.records import InvalidRecord, UserFields, _split_rows, parse_user_csv
+from userdata.records import _USUAL, InvalidRecord, UserFields, _parse_text, _split_rows, parse_user_csv
 
 #: The original task's 100 users (``<id>.csv`` + some ``<id>.png``), beside the project.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "provectus-src-data"
@@ -315,3 +315,45 @@ def test_unquoted_rows_split_as_the_csv_module_splits_them(text: str) -> None:
         if any(value.strip() for value in row)
     ]
     assert _split_rows(text) == reference
+
+
+# --- the usual-file fast path ----------------------------------------------------------------
+
+_PIECES = {
+    "header": ["first_name, last_name, birthts", "first_name,last_name,birthts", "First_Name, last_name, birthts",
+               "first_name,  last_name, birthts", "birthts, first_name, last_name", "first_name, last_name"],
+    "newline": ["\n", "\r\n", "\r", "\n\n", ""],
+    "name": ["Susan", "Mary Ann", "Zoë", "李", " Susan", "Susan ", "\tSusan", "Susan\u00a0", "\u2003Su", "S",
+             "", "Su\x00", "Su\x0bsan", "Su\u2028san", 'Su"san', "Su,san", "x" * 70000],
+    "sep": [", ", ",", " , ", ",  "],
+    "birthts": ["612302400000", "0", "-1", "-0", "007", "-62135596800000", "-62135596800001", "1768478400000",
+                "1768478400001", "123456789012345678", "1234567890123456789", "1e5", " 5", "5 ", "+5", "--5", ""],
+    "end": ["\n", "\r\n", "", "\n\n", "\n \n", "\r"],
+}
+
+
+def _outcome(parse: object, *args: object, **kwargs: object) -> object:
+    try:
+        return parse(*args, **kwargs)  # type: ignore[operator]
+    except InvalidRecord as e:
+        return ("rejected", str(e))
+
+
+def test_the_fast_path_parses_as_the_general_path_does() -> None:
+    """Every variant of the usual file parses (or is rejected) exactly as the general path says."""
+    import random
+
+    rng = random.Random(7)
+
+    def piece(kind: str) -> str:  # mostly the usual one, so that both paths get their share
+        options = _PIECES[kind]
+        return options[0] if rng.random() < 0.75 else rng.choice(options)
+
+    matched = 0
+    for _ in range(20_000):
+        parts = ("header", "newline", "name", "sep", "name", "sep", "birthts", "end")
+        text = "".join(piece(kind) for kind in parts)
+        matched += _USUAL(text) is not None
+        data = text.encode()
+        assert _outcome(parse_user_csv, data, now_ms=NOW_MS) == _outcome(_parse_text, text, NOW_MS), repr(text)
+    assert 2_000 < matched < 18_000  # both paths were exercised

@@ -67,9 +67,9 @@ async def test_the_incremental_rescan_reads_only_changed_objects(start_service, 
     gets: list[str] = []
     real_get = S3Store._get
 
-    async def counting_get(self, key):
+    async def counting_get(self, key, parse):
         gets.append(key)
-        return await real_get(self, key)
+        return await real_get(self, key, parse)
 
     monkeypatch.setattr(S3Store, "_get", counting_get)
     report = await service.pipeline.rescan(force=False)
@@ -290,8 +290,10 @@ async def test_an_object_that_cannot_be_read_holds_up_no_other(start_service, s3
     s3.put("src-data/good.png", PNG)
     real_get, real_head = S3Store._get, S3Store._head
 
-    async def get(self, key):  # as S3 answers for an object this service may not read
-        return ObjectError("AccessDenied Access Denied") if key == "src-data/bad.csv" else await real_get(self, key)
+    async def get(self, key, parse):  # as S3 answers for an object this service may not read
+        if key == "src-data/bad.csv":
+            return ObjectError("AccessDenied Access Denied")
+        return await real_get(self, key, parse)
 
     async def head(self, key):
         return ObjectError("403") if key == "src-data/bad.png" else await real_head(self, key)

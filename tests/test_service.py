@@ -230,9 +230,9 @@ async def test_the_incremental_rescan_reads_only_changed_files(start_service, da
     read: list[str] = []
     real_read_many = service.pipeline.store.read_many
 
-    async def counting_read_many(keys):
+    async def counting_read_many(keys, parse):
         read.extend(keys)
-        return await real_read_many(keys)
+        return await real_read_many(keys, parse)
 
     monkeypatch.setattr(service.pipeline.store, "read_many", counting_read_many)
     write_user("3", birthts=10**6)
@@ -318,8 +318,8 @@ async def test_an_unreadable_file_is_rejected_with_the_reason(start_service, dat
     write_user("8")
     real = FolderStore._read_one
 
-    def read_one(self, key):  # root reads any file, so the permission error is injected here
-        return ObjectError("Permission denied") if key.endswith("7.csv") else real(self, key)
+    def read_one(self, key, parse):  # root reads any file, so the permission error is injected here
+        return ObjectError("Permission denied") if key.endswith("7.csv") else real(self, key, parse)
 
     monkeypatch.setattr(FolderStore, "_read_one", read_one)
     service = await start_service(fast_settings(data_dir, watch=False))

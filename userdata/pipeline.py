@@ -15,9 +15,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, replace
+from functools import partial
 
 from .index import Diff, UserIndex
-from .objects import classify
+from .objects import SourceObject, classify
 from .records import InvalidRecord, UserFields, UserRecord, parse_user_csv
 from .stores import ObjectError, Store, StoreUnavailable, Version
 
@@ -73,8 +74,8 @@ class Pipeline:
         #: key -> version of every source object the index reflects
         self.versions: dict[str, Version] = {}
         #: user_id -> keys of its CSVs (more than one is a conflict) and of its images
-        self.csv_keys: dict[str, list[str]] = {}
-        self.png_keys: dict[str, list[str]] = {}
+        self.csv_keys: dict[str, Keys] = {}
+        self.png_keys: dict[str, Keys] = {}
         #: key -> why that CSV is rejected; _conflicts holds those rejected for a conflict
         self.rejected: dict[str, str] = {}
         self._conflicts: set[str] = set()
@@ -226,21 +227,23 @@ class Pipeline:
 
     async def _scan(self, *, force: bool, started: float) -> RescanReport:
         listing = await self.store.list_objects(versions=not force)  # a forced scan reads every CSV
+        prefix, versions = self.prefix, self.versions
         found: dict[str, Version | None] = {}
+        owners: dict[str, SourceObject] = {}
         read: list[str] = []
         for key, version in listing.items():
-            obj = classify(key, self.prefix)
+            obj = classify(key, prefix)
             if obj is None:
                 continue
-            if obj.kind == "png":
-                found[key] = version
-            elif force or self.versions.get(key) != version:
+            owners[key] = obj
+            if obj.kind == "csv" and (force or versions.get(key) != version):
                 read.append(key)
             else:
                 found[key] = version
-        for key in self.versions.keys() - listing.keys():
+        for key in versions.keys() - listing.keys():
             found[key] = None
-        diff = await self._update(found, read, everyone=force)
+            owners[key] = classify(key, prefix)  # type: ignore[assignment]  # known, so a source object
+        diff = await self._update(found, owners, read, everyone=force)
         return RescanReport(
             users=len(self.index),
             added=len(diff.added),
@@ -251,11 +254,13 @@ class Pipeline:
         )
 
     async def _refresh(self, keys: Collection[str]) -> Diff:
+        owners: dict[str, SourceObject] = {}
         csvs: list[str] = []
         pngs: list[str] = []
         for key in keys:
             obj = classify(key, self.prefix)
             if obj is not None:
+                owners[key] = obj
                 (csvs if obj.kind == "csv" else pngs).append(key)
         found: dict[str, Version | None] = {}
         for key, version in (await self.store.stat_many(pngs)).items() if pngs else ():
@@ -263,44 +268,59 @@ class Pipeline:
                 logger.warning("cannot look at %s: %s", key, version)
             else:
                 found[key] = version
-        return await self._update(found, csvs)
+        return await self._update(found, owners, csvs)
 
-    async def _update(self, found: dict[str, Version | None], read: Collection[str], *, everyone: bool = False) -> Diff:
-        """Read ``read``, then apply it and ``found`` (key -> version, None when gone)."""
+    async def _update(
+        self,
+        found: dict[str, Version | None],
+        owners: dict[str, SourceObject],
+        read: Collection[str],
+        *,
+        everyone: bool = False,
+    ) -> Diff:
+        """Read ``read``, then apply it and ``found`` (key -> version, None when gone).
+
+        ``owners`` classifies every key of both.
+        """
         outcomes = await self._read(read, found)
         # A user left with one CSV after a conflict, or whose only CSV has no known content,
         # needs that CSV read now.
-        again = [] if everyone else self._unknown_csvs(found, outcomes)  # a forced scan read every CSV
+        again = [] if everyone else self._unknown_csvs(found, owners, outcomes)  # a forced scan read every CSV
         if again:
+            for key in again:
+                owners[key] = classify(key, self.prefix)  # type: ignore[assignment]  # a known CSV
             outcomes.update(await self._read(again, found))
         self._succeeded()
-        return self._apply(found, outcomes, everyone)
+        return self._apply(found, owners, outcomes, everyone)
 
     async def _read(self, keys: Collection[str], found: dict[str, Version | None]) -> dict[str, Outcome]:
+        """Read and parse ``keys``, recording their versions in ``found``."""
         if not keys:
             return {}
-        contents = await self.store.read_many(keys)
-        present: dict[str, bytes] = {}
-        failed: dict[str, Outcome] = {}
+        # Parsed where they are read: a whole load's bytes are never held at once.
+        contents = await self.store.read_many(keys, partial(_parse, now_ms=time.time_ns() // 1_000_000))
+        outcomes: dict[str, Outcome] = {}
         for key, content in contents.items():
             if content is None:
                 found[key] = None
             elif isinstance(content, ObjectError):
                 found[key] = _UNREAD
-                failed[key] = f"cannot read: {content}"
+                outcomes[key] = f"cannot read: {content}"
             else:
-                found[key], present[key] = content
-        outcomes = await asyncio.to_thread(_parse_all, present) if present else {}
-        outcomes.update(failed)
+                found[key], outcomes[key] = content
         return outcomes
 
-    def _unknown_csvs(self, found: dict[str, Version | None], outcomes: dict[str, Outcome]) -> list[str]:
+    def _unknown_csvs(
+        self, found: dict[str, Version | None], owners: dict[str, SourceObject], outcomes: dict[str, Outcome]
+    ) -> list[str]:
         keys_after: dict[str, set[str]] = {}
         for key, version in found.items():
-            obj = classify(key, self.prefix)
-            if obj is None or obj.kind != "csv":
+            kind, user_id = owners[key]
+            if kind != "csv":
                 continue
-            keys = keys_after.setdefault(obj.user_id, set(self.csv_keys.get(obj.user_id, ())))
+            keys = keys_after.get(user_id)
+            if keys is None:
+                keys = keys_after[user_id] = set(_each(self.csv_keys.get(user_id)))
             if version is None:
                 keys.discard(key)
             else:
@@ -313,38 +333,51 @@ class Pipeline:
             and (key in self._conflicts or (key not in self.rejected and user_id not in self.index))
         ]
 
-    def _apply(self, found: dict[str, Version | None], outcomes: dict[str, Outcome], everyone: bool) -> Diff:
+    def _apply(
+        self,
+        found: dict[str, Version | None],
+        owners: dict[str, SourceObject],
+        outcomes: dict[str, Outcome],
+        everyone: bool,
+    ) -> Diff:
         """Update the catalog and the index in one synchronous step."""
         touched: set[str] = set(self.index.user_ids()) | set(self.csv_keys) if everyone else set()
         # Names bound locally: this loop runs once per key of a whole load.
-        prefix, versions, csv_keys, png_keys = self.prefix, self.versions, self.csv_keys, self.png_keys
+        versions, csv_keys, png_keys, rejected, conflicts = (
+            self.versions,
+            self.csv_keys,
+            self.png_keys,
+            self.rejected,
+            self._conflicts,
+        )
         for key, version in found.items():
-            obj = classify(key, prefix)
-            if obj is None:
-                continue
-            kind, user_id = obj
+            kind, user_id = owners[key]
             touched.add(user_id)
             keys_of = csv_keys if kind == "csv" else png_keys
             keys = keys_of.get(user_id)
             if version is None:
                 versions.pop(key, None)
-                self.rejected.pop(key, None)
-                self._conflicts.discard(key)
-                if keys is not None and key in keys:
-                    keys.remove(key)
-                    if not keys:
+                if rejected:
+                    rejected.pop(key, None)
+                if conflicts:
+                    conflicts.discard(key)
+                if keys is not None:
+                    keys = _without(keys, key)
+                    if keys is None:
                         del keys_of[user_id]
+                    else:
+                        keys_of[user_id] = keys
             else:
                 versions[key] = version
                 if keys is None:
-                    keys_of[user_id] = [key]
-                elif key not in keys:
-                    keys.append(key)
-                    keys.sort()
+                    keys_of[user_id] = key
+                elif keys != key:
+                    keys_of[user_id] = _with(keys, key)
         upserts: list[UserRecord] = []
         removals: list[str] = []
+        resolve = self._resolve
         for user_id in touched:
-            record = self._resolve(user_id, outcomes)
+            record = resolve(user_id, outcomes)
             if record is None:
                 removals.append(user_id)
             else:
@@ -358,29 +391,30 @@ class Pipeline:
     def _resolve(self, user_id: str, outcomes: dict[str, Outcome]) -> UserRecord | None:
         """The record ``user_id`` should have now, None if it is not a user."""
         csvs = self.csv_keys.get(user_id)
-        if not csvs:
+        if csvs is None:
             return None
         current = self.index.get(user_id)
         pngs = self.png_keys.get(user_id)
-        img_path = pngs[0] if pngs else None
-        if len(csvs) > 1:
+        img_path = pngs if pngs is None or type(pngs) is str else pngs[0]
+        if type(csvs) is not str:
             reason = f"conflict: {' and '.join(csvs)} name the same user {user_id!r}"
             for key in csvs:
                 self.rejected[key] = reason
                 self._conflicts.add(key)
             record = current
         else:
-            key = csvs[0]
+            key = csvs
             outcome = outcomes.get(key)
             if self._conflicts and key in self._conflicts and outcome is not None:
                 self._conflicts.discard(key)
                 self.rejected.pop(key, None)
-            if isinstance(outcome, UserFields):
+            if type(outcome) is UserFields:
                 if self.rejected:
                     self.rejected.pop(key, None)
-                record = UserRecord(user_id, outcome.first_name, outcome.last_name, outcome.birthts, img_path)
+                first_name, last_name, birthts = outcome
+                record = UserRecord(user_id, first_name, last_name, birthts, img_path)
             else:
-                if isinstance(outcome, str):
+                if outcome is not None:
                     self.rejected[key] = outcome
                     logger.warning("rejected %s: %s", key, outcome)
                 record = current  # a rejected file never removes or changes the last good record
@@ -389,15 +423,30 @@ class Pipeline:
         return record if record.img_path == img_path else replace(record, img_path=img_path)
 
 
-def _parse_all(contents: dict[str, bytes]) -> dict[str, Outcome]:
-    now_ms = time.time_ns() // 1_000_000
-    outcomes: dict[str, Outcome] = {}
-    for key, data in contents.items():
-        try:
-            outcomes[key] = parse_user_csv(data, now_ms=now_ms)
-        except InvalidRecord as e:
-            outcomes[key] = str(e)
-    return outcomes
+#: The keys of one user's CSVs, or of its images: the key itself when there is one (nearly
+#: always), else a sorted list.
+Keys = str | list[str]
+
+
+def _each(keys: Keys | None) -> Collection[str]:
+    return () if keys is None else (keys,) if type(keys) is str else keys
+
+
+def _with(keys: Keys, key: str) -> Keys:
+    every = _each(keys)
+    return keys if key in every else sorted([*every, key])
+
+
+def _without(keys: Keys, key: str) -> Keys | None:
+    rest = [k for k in _each(keys) if k != key]
+    return None if not rest else rest[0] if len(rest) == 1 else rest
+
+
+def _parse(data: bytes, now_ms: int) -> Outcome:
+    try:
+        return parse_user_csv(data, now_ms=now_ms)
+    except InvalidRecord as e:
+        return str(e)
 
 
 def _retrieve(future: asyncio.Future[RescanReport]) -> None:

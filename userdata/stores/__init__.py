@@ -6,14 +6,15 @@ object an opaque version (size and mtime on disk, the ETag in S3) that changes w
 
 from __future__ import annotations
 
-from collections.abc import Collection, Hashable
-from typing import Protocol
+from collections.abc import Callable, Collection, Hashable
+from typing import Protocol, TypeVar
 
 __all__ = ("Listing", "ObjectError", "Store", "StoreUnavailable", "Version")
 
 Version = Hashable
 #: key -> version of every object directly under the source prefix
 Listing = dict[str, Version]
+T = TypeVar("T")
 
 
 class StoreUnavailable(ConnectionError):
@@ -43,8 +44,14 @@ class Store(Protocol):
         """
         ...
 
-    async def read_many(self, keys: Collection[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
-        """Version and body of each key, None where the object does not exist (any more)."""
+    async def read_many(
+        self, keys: Collection[str], parse: Callable[[bytes], T]
+    ) -> dict[str, tuple[Version, T] | ObjectError | None]:
+        """Version and ``parse(body)`` of each key, None where the object does not exist (any more).
+
+        ``parse`` runs where the body arrives (a reading thread of the folder store), so a large
+        batch is never held as bytes; it must not raise.
+        """
         ...
 
     async def stat_many(self, keys: Collection[str]) -> dict[str, Version | ObjectError | None]:

@@ -9,6 +9,7 @@ import os
 import stat
 import tempfile
 from collections.abc import Callable, Collection, Iterable
+from functools import partial
 from itertools import islice
 from pathlib import Path
 from typing import TypeVar
@@ -85,8 +86,10 @@ class FolderStore:
             raise StoreUnavailable(f"cannot list {self.source_dir}: {e.strerror}") from e
         return listing
 
-    async def read_many(self, keys: Collection[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
-        return await self._in_threads(self._read_one, keys)
+    async def read_many(
+        self, keys: Collection[str], parse: Callable[[bytes], T]
+    ) -> dict[str, tuple[Version, T] | ObjectError | None]:
+        return await self._in_threads(partial(self._read_one, parse=parse), keys)
 
     async def stat_many(self, keys: Collection[str]) -> dict[str, Version | ObjectError | None]:
         return await self._in_threads(self._stat_one, keys)
@@ -107,7 +110,7 @@ class FolderStore:
             out.update(part)
         return out
 
-    def _read_one(self, key: str) -> tuple[Version, bytes] | ObjectError | None:
+    def _read_one(self, key: str, parse: Callable[[bytes], T]) -> tuple[Version, T] | ObjectError | None:
         """An object is a regular file (symlinks followed); anything else does not exist."""
         try:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; no effect on regular files.
@@ -128,11 +131,11 @@ class FolderStore:
                 while chunk := os.read(fd, 1 << 16):
                     chunks.append(chunk)
                 data = b"".join(chunks)
-            return _version(st), data
         except OSError as e:
             return ObjectError(e.strerror or str(e))
         finally:
             os.close(fd)
+        return _version(st), parse(data)
 
     def _stat_one(self, key: str) -> Version | None:
         try:
@@ -142,7 +145,7 @@ class FolderStore:
         return _version(st) if stat.S_ISREG(st.st_mode) else None
 
     async def read(self, key: str) -> bytes | None:
-        found = await asyncio.to_thread(self._read_one, key)
+        found = await asyncio.to_thread(self._read_one, key, bytes)
         if isinstance(found, ObjectError):
             raise found
         return None if found is None else found[1]

@@ -10,6 +10,7 @@ import asyncio
 import mimetypes
 from collections.abc import Awaitable, Callable, Collection
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any, TypeVar
 
 import aiohttp
@@ -105,14 +106,16 @@ class S3Store:
             raise StoreUnavailable(_describe(e, f"cannot list {self.bucket}/{self.prefix}")) from e
         return listing
 
-    async def read_many(self, keys: Collection[str]) -> dict[str, tuple[Version, bytes] | ObjectError | None]:
-        return await self._each(self._get, keys)
+    async def read_many(
+        self, keys: Collection[str], parse: Callable[[bytes], T]
+    ) -> dict[str, tuple[Version, T] | ObjectError | None]:
+        return await self._each(partial(self._get, parse=parse), keys)
 
     async def stat_many(self, keys: Collection[str]) -> dict[str, Version | ObjectError | None]:
         return await self._each(self._head, keys)
 
     async def read(self, key: str) -> bytes | None:
-        found = await self._get(key)
+        found = await self._get(key, bytes)
         if isinstance(found, ObjectError):
             raise found
         return None if found is None else found[1]
@@ -138,16 +141,17 @@ class S3Store:
             raise
         return dict(zip(keys, results, strict=True))
 
-    async def _get(self, key: str) -> tuple[Version, bytes] | ObjectError | None:
+    async def _get(self, key: str, parse: Callable[[bytes], T]) -> tuple[Version, T] | ObjectError | None:
         try:
             response = await self._client.get_object(Bucket=self.bucket, Key=key)
             # Read inside the context so the connection goes back to the pool.
             async with response["Body"] as body:
-                return response["ETag"], await body.read()
+                data = await body.read()
         except ClientError as e:
             return _object_error(e, key)
         except _TRANSPORT_ERRORS as e:
             raise StoreUnavailable(_describe(e, f"cannot read {key}")) from e
+        return response["ETag"], parse(data)
 
     async def _head(self, key: str) -> Version | ObjectError | None:
         try:
