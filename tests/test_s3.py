@@ -198,7 +198,9 @@ async def test_a_server_down_at_start_and_mid_run_degrades_and_recovers(start_se
         bucket.put_user("1", "Ann")
         await wait_until(lambda: service.pipeline.loaded.is_set(), timeout=60)
         assert (await service.post("/data"))["users"] == 1  # the load may have run before the PUT
-        await wait_until(healthy, timeout=10)  # a new bucket may refuse its first writes a while
+        # A new bucket may refuse its first writes a while; each failed write costs the client's
+        # retries (up to 6 s) before the writer's own delay.
+        await wait_until(healthy, timeout=30)
 
         bucket.put_user("2", "Bob")  # in S3, but no event for it reaches the service before...
         await asyncio.to_thread(server.stop)
@@ -214,8 +216,8 @@ async def test_a_server_down_at_start_and_mid_run_degrades_and_recovers(start_se
         await asyncio.to_thread(server.start)
         await wait_until(lambda: "2" in service.index, timeout=30)  # retried by the pipeline itself
         assert await service.user_ids() == ["1", "2"]
-        await wait_until(healthy, timeout=10)
-        await wait_until(lambda: len(rows(bucket.get("processed_data/output.csv"))) == 3, timeout=10)
+        await wait_until(healthy, timeout=30)
+        await wait_until(lambda: len(rows(bucket.get("processed_data/output.csv"))) == 3, timeout=30)
     finally:
         await asyncio.to_thread(server.stop)
 

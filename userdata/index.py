@@ -14,7 +14,7 @@ import math
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, chain
 
 from .records import DAY_MS, YEAR_MS, UserRecord, day_of, latest_birth_day_for_age
 
@@ -102,8 +102,7 @@ class _Group:
 
     def ids(self, lo: int | None, hi: int | None) -> Iterator[str]:
         i, j = self._span(lo, hi)
-        for day in self.days[i:j]:
-            yield from self.members[day]
+        return chain.from_iterable(map(self.members.__getitem__, self.days[i:j]))
 
 
 class UserIndex:
@@ -200,8 +199,7 @@ class UserIndex:
                 return self.records()
             want = filters.has_image
             return [r for r in map(users.__getitem__, self._sorted_ids) if (r.img_path is not None) is want]
-        ids = [uid for group in self._selected_groups(filters) for uid in group.ids(lo, hi)]
-        ids.sort()
+        ids = sorted(chain.from_iterable(group.ids(lo, hi) for group in self._selected_groups(filters)))
         return [users[uid] for uid in ids]
 
     def stats(self, filters: Filters, now_ms: int) -> Stats:

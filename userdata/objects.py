@@ -24,17 +24,18 @@ def classify(key: str, prefix: str) -> SourceObject | None:
     """
     if not key.startswith(prefix):
         return None
-    name = key[len(prefix) :]
-    if not name or "/" in name or name.startswith(".") or name.endswith("~"):
-        return None
-    suffix = name[-4:].lower()
+    # The checks cheapest first: this runs for every key of every listing.
+    suffix = key[-4:].lower()
     if suffix == ".csv":
         kind: Literal["csv", "png"] = "csv"
     elif suffix == ".png":
         kind = "png"
     else:
+        return None  # also every hidden or temporary name (x~, x.tmp, x.part) but .x.csv / .x.png
+    user_id = key[len(prefix) : -4]
+    if not user_id or user_id[0] == "." or "/" in user_id:
         return None
-    return _new(SourceObject, (kind, name[:-4]))
+    return _new(SourceObject, (kind, user_id))
 
 
 # NamedTuple's own constructor is a Python function; this is the same object made in C, and

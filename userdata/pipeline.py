@@ -14,7 +14,7 @@ import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 from .index import Diff, UserIndex
@@ -411,8 +411,7 @@ class Pipeline:
             if type(outcome) is UserFields:
                 if self.rejected:
                     self.rejected.pop(key, None)
-                first_name, last_name, birthts = outcome
-                record = UserRecord(user_id, first_name, last_name, birthts, img_path)
+                record = _new(UserRecord, (user_id, *outcome, img_path))
             else:
                 if outcome is not None:
                     self.rejected[key] = outcome
@@ -420,7 +419,7 @@ class Pipeline:
                 record = current  # a rejected file never removes or changes the last good record
         if record is None:
             return None
-        return record if record.img_path == img_path else replace(record, img_path=img_path)
+        return record if record.img_path == img_path else record._replace(img_path=img_path)
 
 
 #: The keys of one user's CSVs, or of its images: the key itself when there is one (nearly
@@ -440,6 +439,10 @@ def _with(keys: Keys, key: str) -> Keys:
 def _without(keys: Keys, key: str) -> Keys | None:
     rest = [k for k in _each(keys) if k != key]
     return None if not rest else rest[0] if len(rest) == 1 else rest
+
+
+#: A record made in C (a NamedTuple's own constructor is a Python function).
+_new = tuple.__new__
 
 
 def _parse(data: bytes, now_ms: int) -> Outcome:
