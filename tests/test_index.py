@@ -565,3 +565,27 @@ def test_records_stay_sorted_through_small_and_large_batches() -> None:
         if alive:
             middle = sorted(alive)[len(alive) // 2]
             assert index.ids_after(middle, 5) == [i for i in sorted(alive) if i > middle][:5]
+
+
+def test_a_first_load_in_bulk_builds_what_one_change_at_a_time_builds(
+    population: tuple[UserIndex, list[UserRecord]],
+) -> None:
+    bulk, records = population  # one apply() to an empty index: the bulk path
+    stepwise = UserIndex()
+    for i in range(0, len(records), 7):
+        stepwise.apply(records[i : i + 7])
+    assert stepwise.records() == bulk.records()
+    now = ms(2026, 6, 15, 17, 45)
+    for has_image in (None, True, False):
+        for min_age, max_age in ((None, None), (0, 30), (31, 80), (81, None)):
+            f = Filters(has_image, min_age, max_age)
+            assert stepwise.query(f, now) == bulk.query(f, now), f
+            assert stepwise.stats(f, now) == bulk.stats(f, now), f
+
+
+def test_a_first_batch_naming_a_user_twice_keeps_the_last() -> None:
+    index = UserIndex()
+    diff = index.apply([record("a", 0), record("b", DAY_MS), record("a", 5 * DAY_MS, img=True)])
+    assert [r.user_id for r in diff.added] == ["a", "b"] and diff.updated == [record("a", 5 * DAY_MS, img=True)]
+    assert index.records() == [record("a", 5 * DAY_MS, img=True), record("b", DAY_MS)]
+    assert index.stats(Filters(has_image=False), 10 * DAY_MS) == Stats(1, 9 * DAY_MS / YEAR_MS)

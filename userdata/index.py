@@ -75,6 +75,10 @@ class _Group:
         self.sums[day] += birthts
         self._counts_prefix = self._sums_prefix = None
 
+    def invalidate(self) -> None:
+        """Forget the prefix sums (after members or sums changed)."""
+        self._counts_prefix = self._sums_prefix = None
+
     def discard(self, user_id: str, birthts: int) -> None:
         day = day_of(birthts)
         bucket = self.members[day]
@@ -130,6 +134,11 @@ class UserIndex:
 
     def apply(self, upserts: Iterable[UserRecord] = (), removals: Iterable[str] = ()) -> Diff:
         """Insert or replace records and remove user ids; returns what actually changed."""
+        if not self._users and not removals:
+            upserts = list(upserts)
+            users = {record.user_id: record for record in upserts}
+            if len(users) == len(upserts):
+                return self._fill(users)  # a first load: every record is new, no id repeats
         diff = Diff()
         users, groups, added = self._users, self._groups, diff.added
         for record in upserts:
@@ -150,6 +159,31 @@ class UserIndex:
                 self._group(old).discard(user_id, old.birthts)
                 diff.removed.append(user_id)
         if diff:
+            self.version += 1
+            self._update_sorted(diff)
+        return diff
+
+    def _fill(self, users: dict[str, UserRecord]) -> Diff:
+        """:meth:`apply` to an empty index, in bulk: each group's days are sorted once."""
+        self._users = users
+        records = list(users.values())
+        with_image = [record for record in records if record.img_path is not None]
+        without = [record for record in records if record.img_path is None] if with_image else records
+        for group, part in zip(self._groups, (without, with_image), strict=True):
+            members, sums = group.members, group.sums
+            for user_id, _, _, birthts, _ in part:
+                day = birthts // DAY_MS
+                bucket = members.get(day)
+                if bucket is None:
+                    members[day] = {user_id: None}
+                    sums[day] = birthts
+                else:
+                    bucket[user_id] = None
+                    sums[day] += birthts
+            group.days = sorted(members)
+            group.invalidate()
+        diff = Diff(added=records)
+        if records:
             self.version += 1
             self._update_sorted(diff)
         return diff

@@ -121,11 +121,6 @@ class Pipeline:
     async def run(self) -> None:
         """Load everything, then apply changes as they are asked for, until cancelled."""
         await self.load(retry=True)
-        # The index now holds most of the objects this process will ever have. Frozen, they are
-        # out of the collector's way: a full collection over a million records would stall the
-        # event loop for a quarter of a second each time it came.
-        gc.collect()
-        gc.freeze()
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -160,7 +155,17 @@ class Pipeline:
                     assert self._restore is not None
                     self.index.apply(await self._restore())
                     restored = True
-                report = await self._scan(force=True, started=started)
+                # Nearly everything a load allocates is kept: the collector, run again and
+                # again over a growing heap, would add a third to the load's time.
+                gc.disable()
+                try:
+                    report = await self._scan(force=True, started=started)
+                finally:
+                    # What a load builds is kept for good: frozen, it is out of the collector's
+                    # way for good too (a full collection over a million records would stall
+                    # the event loop for a quarter of a second each time it came).
+                    gc.freeze()
+                    gc.enable()
                 break
             except StoreUnavailable as e:
                 if not retry:
@@ -413,7 +418,7 @@ class Pipeline:
                     self.rejected.pop(key, None)
                 record = _new(UserRecord, (user_id, *outcome, img_path))
             else:
-                if outcome is not None:
+                if isinstance(outcome, str):
                     self.rejected[key] = outcome
                     logger.warning("rejected %s: %s", key, outcome)
                 record = current  # a rejected file never removes or changes the last good record
