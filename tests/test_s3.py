@@ -52,6 +52,17 @@ async def test_load_update_delete_through_forced_rescans(start_service, s3: S3Bu
     await wait_until(lambda: rows(s3.get("processed_data/output.csv"))[1:] == expected)
 
 
+async def test_large_objects_are_parsed_as_small_ones_are(start_service, s3: S3Bucket):
+    # Bodies past a few KiB are parsed off the event loop: the outcome must not depend on it.
+    long_name = "N" * 40_000
+    s3.put_user("big", long_name, "Lee", 5)
+    s3.put("src-data/bad.csv", "first_name, last_name, birthts\n" + "x, y, 1\n" * 5_000)
+    service = await start_service(s3.settings())
+    assert [(r["user_id"], r["first_name"]) for r in await service.get("/data")] == [("big", long_name)]
+    rejected = (await service.get("/health"))["rejected"]
+    assert rejected == [{"key": "src-data/bad.csv", "reason": "expected exactly one data row, found 5000"}]
+
+
 async def test_the_periodic_rescan_finds_changes(start_service, s3: S3Bucket):
     service = await start_service(s3.settings(rescan_interval=0.1))
     s3.put_user("9", png=True)

@@ -2,9 +2,10 @@
 
 Producers (the watcher, the periodic rescan, POST /data) only say which keys to look at again,
 or ask for a rescan; the pipeline reads the store's current truth for those keys, so events may
-come late, twice or out of order without harm. Each batch is read with bounded concurrency, parsed
-off the event loop, then applied to the catalog and the index in one synchronous step: nothing
-else writes them, so no locks are needed and a reader never sees half a batch.
+come late, twice or out of order without harm. Each batch is read with bounded concurrency, each
+file parsed as it is read (off the event loop but for small S3 bodies), then applied to the
+catalog and the index in one synchronous step: nothing else writes them, so no locks are needed
+and a reader never sees half a batch.
 """
 
 from __future__ import annotations
