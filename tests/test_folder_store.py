@@ -58,3 +58,19 @@ async def test_write_replaces_the_file_whole_and_leaves_no_temp_files(store):
     assert (out / "output.csv").read_bytes() == b"second"
     assert await store.read("out/output.csv") == b"second"
     assert await store.read("out/missing.csv") is None
+
+
+async def test_a_load_turns_the_garbage_collector_off_only_while_it_runs(store, tmp_path):
+    import gc
+
+    from userdata.index import UserIndex
+    from userdata.pipeline import Pipeline
+
+    (store.source_dir / "1.csv").write_text("first_name, last_name, birthts\nAnn, Lee, 0\n")
+    loaded = Pipeline(store, UserIndex(), "src/")
+    assert (await loaded.load()).users == 1
+    assert gc.isenabled()
+    missing = Pipeline(FolderStore(tmp_path / "nowhere", "bucket", "src/"), UserIndex(), "src/")
+    with pytest.raises(StoreUnavailable):
+        await missing.load()
+    assert gc.isenabled()

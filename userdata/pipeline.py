@@ -161,12 +161,14 @@ class Pipeline:
                 gc.disable()
                 try:
                     report = await self._scan(force=True, started=started)
-                finally:
-                    # What a load builds is kept for good: frozen, it is out of the collector's
-                    # way for good too (a full collection over a million records would stall
-                    # the event loop for a quarter of a second each time it came).
-                    gc.freeze()
+                except BaseException:
                     gc.enable()
+                    raise
+                # What the load built is kept for good: frozen, it is out of the collector's way
+                # for good too (a full collection over a million records would stall the event
+                # loop for a quarter of a second each time it came).
+                gc.freeze()
+                gc.enable()
                 break
             except StoreUnavailable as e:
                 if not retry:
