@@ -11,7 +11,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-__all__ = ("SeaweedFS", "find_weed")
+__all__ = ("SeaweedFS", "find_weed", "free_ports")
 
 PORT_NAMES = (
     "master.port",
@@ -32,7 +32,8 @@ def find_weed() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("weed")
 
 
-def _free_ports(count: int) -> list[int]:
+def free_ports(count: int) -> list[int]:
+    """Distinct ports free on 127.0.0.1 now (held open together so none repeats)."""
     sockets = []
     try:
         for _ in range(count):
@@ -46,12 +47,18 @@ def _free_ports(count: int) -> list[int]:
 
 
 class SeaweedFS:
-    """``weed server`` with master, volume, filer and S3, every port chosen here and passed explicitly."""
+    """``weed server`` with master, volume, filer and S3, every port chosen here and passed explicitly.
 
-    def __init__(self, weed: str, directory: Path) -> None:
+    Stopped and started again with the same directory and ports, it keeps its data. Every bucket
+    is a collection that takes 7 volumes as it is made: ``volume_size_mb`` small leaves room for
+    many buckets (the volume files are sparse).
+    """
+
+    def __init__(self, weed: str, directory: Path, *, volume_size_mb: int = 64) -> None:
         self.weed = weed
         self.directory = directory
-        self.ports = dict(zip(PORT_NAMES, _free_ports(len(PORT_NAMES)), strict=True))
+        self.volume_size_mb = volume_size_mb
+        self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
         self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
         self.log = directory / "weed.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -70,11 +77,16 @@ class SeaweedFS:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-volume.max=400",
-            "-master.volumeSizeLimitMB=64",
+            f"-master.volumeSizeLimitMB={self.volume_size_mb}",
             *(f"-{name}={port}" for name, port in self.ports.items()),
         ]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self._wait_until_ready(timeout)
+
+    def _wait_until_ready(self, timeout: float) -> None:
+        """Until the S3 port answers (a subclass may ask for more)."""
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
