@@ -318,8 +318,8 @@ async def test_an_unreadable_file_is_rejected_with_the_reason(start_service, dat
     write_user("8")
     real = FolderStore._read_one
 
-    def read_one(self, key, parse):  # root reads any file, so the permission error is injected here
-        return ObjectError("Permission denied") if key.endswith("7.csv") else real(self, key, parse)
+    def read_one(self, key):  # root reads any file, so the permission error is injected here
+        return ObjectError("Permission denied") if key.endswith("7.csv") else real(self, key)
 
     monkeypatch.setattr(FolderStore, "_read_one", read_one)
     service = await start_service(fast_settings(data_dir, watch=False))
