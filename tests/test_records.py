@@ -320,6 +320,7 @@ def test_unquoted_rows_split_as_the_csv_module_splits_them(text: str) -> None:
 # --- the usual-file fast path ----------------------------------------------------------------
 
 _PIECES = {
+    "bom": ["", "\ufeff", "\ufeff\ufeff"],
     "header": [
         "first_name, last_name, birthts",
         "first_name,last_name,birthts",
@@ -391,7 +392,7 @@ def test_the_fast_path_parses_as_the_general_path_does() -> None:
 
     matched = 0
     for _ in range(20_000):
-        parts = ("header", "newline", "name", "sep", "name", "sep", "birthts", "end")
+        parts = ("bom", "header", "newline", "name", "sep", "name", "sep", "birthts", "end")
         text = "".join(piece(kind) for kind in parts)
         matched += _USUAL(text) is not None
         data = text.encode()

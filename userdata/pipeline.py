@@ -2,10 +2,9 @@
 
 Producers (the watcher, the periodic rescan, POST /data) only say which keys to look at again,
 or ask for a rescan; the pipeline reads the store's current truth for those keys, so events may
-come late, twice or out of order without harm. Each batch is read with bounded concurrency, each
-file parsed as it is read (off the event loop but for small S3 bodies), then applied to the
-catalog and the index in one synchronous step: nothing else writes them, so no locks are needed
-and a reader never sees half a batch.
+come late, twice or out of order without harm. Each batch is read with bounded concurrency, the
+files parsed as they arrive, then applied to the catalog and the index in one synchronous step:
+nothing else writes them, so no locks are needed and a reader never sees half a batch.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
-from functools import partial
 
 from .index import Diff, UserIndex
 from .objects import SourceObject, classify
@@ -359,7 +357,7 @@ class Pipeline:
         if not keys:
             return {}
         # Parsed where they are read: a whole load's bytes are never held at once.
-        contents = await self.store.read_many(keys, partial(_parse, now_ms=time.time_ns() // 1_000_000))
+        contents = await self.store.read_many(keys, _parser(time.time_ns() // 1_000_000))
         outcomes: dict[str, Outcome] = {}
         for key, content in contents.items():
             if content is None:
@@ -508,11 +506,16 @@ def _without(keys: Keys, key: str) -> Keys | None:
 _new = tuple.__new__
 
 
-def _parse(data: bytes, now_ms: int) -> Outcome:
-    try:
-        return parse_user_csv(data, now_ms=now_ms)
-    except InvalidRecord as e:
-        return str(e)
+def _parser(now_ms: int) -> Callable[[bytes], Outcome]:
+    """parse_user_csv at ``now_ms``, a rejection as its reason (one call: it runs once per file)."""
+
+    def parse(data: bytes) -> Outcome:
+        try:
+            return parse_user_csv(data, now_ms=now_ms)
+        except InvalidRecord as e:
+            return str(e)
+
+    return parse
 
 
 def _retrieve(future: asyncio.Future[RescanReport]) -> None:
