@@ -589,3 +589,37 @@ def test_a_first_batch_naming_a_user_twice_keeps_the_last() -> None:
     assert [r.user_id for r in diff.added] == ["a", "b"] and diff.updated == [record("a", 5 * DAY_MS, img=True)]
     assert index.records() == [record("a", 5 * DAY_MS, img=True), record("b", DAY_MS)]
     assert index.stats(Filters(has_image=False), 10 * DAY_MS) == Stats(1, 9 * DAY_MS / YEAR_MS)
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["first-load", "one-by-one"])
+def test_crowded_birthdays_stay_right_through_changes(bulk: bool) -> None:
+    """Many users born on one day (a day's ids turn from a list into a dict past 64)."""
+    rng = random.Random(64)
+    now = ms(2026, 6, 15)
+    days = [ms(1990, 1, 1), ms(1990, 1, 2), ms(2000, 5, 5)]
+
+    def born(user_id: str) -> UserRecord:
+        return record(user_id, rng.choice(days) + rng.randrange(DAY_MS), img=rng.random() < 0.5)
+
+    users = {str(i): born(str(i)) for i in range(400)}
+    index = UserIndex()
+    if bulk:
+        index.apply(users.values())
+    else:
+        for r in users.values():
+            index.apply([r])
+    for step in range(300):
+        user_id = str(rng.randrange(450))
+        if rng.random() < 0.4:
+            index.apply(removals=[user_id])
+            users.pop(user_id, None)
+        else:
+            users[user_id] = born(user_id)
+            index.apply([users[user_id]])
+        if step % 25 == 0:
+            by_id = sorted(users.values(), key=lambda r: r.user_id)
+            for f in (Filters(), Filters(has_image=True), Filters(min_age=30), Filters(max_age=30, has_image=False)):
+                expected = [r for r in by_id if _matches(r, f, utc_date(now))]
+                assert index.query(f, now) == expected, (step, f)
+                assert index.stats(f, now).count == len(expected), (step, f)
+    assert max(sum(utc_date(r.birthts) == utc_date(d) for r in users.values()) for d in days) > 64

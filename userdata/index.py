@@ -22,6 +22,9 @@ __all__ = ("Diff", "Filters", "Stats", "UserIndex")
 
 #: Batches adding or removing more ids than this (plus 1/64 of the index) re-sort all ids.
 _RESORT_MIN = 256
+#: A day's user ids are a list (under half a dict's size per id) up to this many, then a dict,
+#: so that removing one stays cheap however many users share a birthday.
+_LIST_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,22 +60,28 @@ class _Group:
     __slots__ = ("_counts_prefix", "_sums_prefix", "days", "members", "sums")
 
     def __init__(self) -> None:
-        # Per day, the user ids as the keys of a dict: an ordered set at a quarter of a set's size.
-        self.members: dict[int, dict[str, None]] = {}
+        #: Per day, the user ids: a list, or for a crowded day the keys of a dict (see _LIST_MAX).
+        self.members: dict[int, list[str] | dict[str, None]] = {}
         self.sums: dict[int, int] = {}
         self.days: list[int] = []
         self._counts_prefix: list[int] | None = None
         self._sums_prefix: list[int] | None = None
 
     def add(self, user_id: str, birthts: int) -> None:
-        day = birthts // DAY_MS  # day_of(), inline: this runs once per user of a load
+        day = birthts // DAY_MS  # day_of(), inline
         bucket = self.members.get(day)
         if bucket is None:
-            bucket = self.members[day] = {}
-            self.sums[day] = 0
+            self.members[day] = [user_id]
+            self.sums[day] = birthts
             insort(self.days, day)
-        bucket[user_id] = None
-        self.sums[day] += birthts
+        else:
+            if isinstance(bucket, dict):
+                bucket[user_id] = None
+            elif len(bucket) < _LIST_MAX:
+                bucket.append(user_id)
+            else:
+                self.members[day] = dict.fromkeys([*bucket, user_id])
+            self.sums[day] += birthts
         self._counts_prefix = self._sums_prefix = None
 
     def invalidate(self) -> None:
@@ -82,7 +91,10 @@ class _Group:
     def discard(self, user_id: str, birthts: int) -> None:
         day = day_of(birthts)
         bucket = self.members[day]
-        del bucket[user_id]
+        if isinstance(bucket, dict):
+            del bucket[user_id]
+        else:
+            bucket.remove(user_id)
         if bucket:
             self.sums[day] -= birthts
         else:
@@ -164,22 +176,27 @@ class UserIndex:
         return diff
 
     def _fill(self, users: dict[str, UserRecord]) -> Diff:
-        """:meth:`apply` to an empty index, in bulk: each group's days are sorted once."""
+        """:meth:`apply` to an empty index, in bulk: one pass, and each group's days sorted once."""
         self._users = users
         records = list(users.values())
-        with_image = [record for record in records if record.img_path is not None]
-        without = [record for record in records if record.img_path is None] if with_image else records
-        for group, part in zip(self._groups, (without, with_image), strict=True):
-            members, sums = group.members, group.sums
-            for user_id, _, _, birthts, _ in part:
-                day = birthts // DAY_MS
-                bucket = members.get(day)
-                if bucket is None:
-                    members[day] = {user_id: None}
-                    sums[day] = birthts
-                else:
-                    bucket[user_id] = None
-                    sums[day] += birthts
+        without: dict[int, list[str]] = {}  # day -> user ids, per group
+        with_image: dict[int, list[str]] = {}
+        sums_without, sums_with = self._groups[0].sums, self._groups[1].sums
+        for user_id, _, _, birthts, img_path in records:
+            day = birthts // DAY_MS
+            if img_path is None:
+                days, sums = without, sums_without
+            else:
+                days, sums = with_image, sums_with
+            bucket = days.get(day)
+            if bucket is None:
+                days[day] = [user_id]
+                sums[day] = birthts
+            else:
+                bucket.append(user_id)
+                sums[day] += birthts
+        for group, members in zip(self._groups, (without, with_image), strict=True):
+            group.members = {day: ids if len(ids) <= _LIST_MAX else dict.fromkeys(ids) for day, ids in members.items()}
             group.days = sorted(members)
             group.invalidate()
         diff = Diff(added=records)
