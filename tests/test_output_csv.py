@@ -2,6 +2,7 @@ import asyncio
 import csv
 import io
 import random
+import threading
 
 import pytest
 from helpers import fast_settings, wait_until
@@ -180,3 +181,36 @@ async def test_a_change_during_a_flush_is_written_by_the_next_one(tmp_path, monk
     # the next flush writes the index as it is now
     assert await writer.flush() and writer.writes == 2
     assert path.read_bytes() == render_output(index.records())
+
+
+@pytest.mark.parametrize("unchanged", [False, True], ids=["new-bytes", "same-bytes"])
+async def test_a_flush_cancelled_before_its_thread_runs_leaves_no_file_open(tmp_path, monkeypatch, unchanged):
+    # Cancelling a task that awaits asyncio.to_thread drops the thread's work if it has not
+    # started (every worker busy): the spool it was to close must be closed all the same.
+    spools: list[output_csv._Spool] = []
+    real = output_csv._Spool
+
+    def spool() -> output_csv._Spool:
+        spools.append(real())
+        return spools[-1]
+
+    monkeypatch.setattr(output_csv, "_Spool", spool)
+    index = UserIndex()
+    index.apply(RECORDS)
+    writer = OutputWriter(FolderStore(tmp_path, "b", "src/"), index, "out/output.csv")
+    if unchanged:
+        writer._digest = output_csv._digest(render_output(index.records()))
+    loop = asyncio.get_running_loop()
+    release = threading.Event()
+    blockers = [loop.run_in_executor(None, release.wait) for _ in range(64)]  # more than its workers
+    executor = loop._default_executor
+    try:
+        backlog = executor._work_queue.qsize()
+        task = asyncio.create_task(writer.flush())
+        await wait_until(lambda: executor._work_queue.qsize() > backlog, message="flush never queued its thread")
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        release.set()
+        await asyncio.gather(*blockers)
+    assert len(spools) == 1 and spools[0]._file.closed

@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterable
 from itertools import chain
@@ -149,14 +150,19 @@ class OutputWriter:
             spool, digest, rows = await self._render()
         except OSError as e:
             return self._failed(f"cannot render {self.key}: {e}")
-        if digest == self._digest:
-            await asyncio.to_thread(spool.close)
-            self._written_version = version
-            return True
         try:
-            data = await asyncio.to_thread(spool.read_and_close)
-        except OSError as e:
-            return self._failed(f"cannot render {self.key}: {e}")
+            if digest == self._digest:
+                await asyncio.to_thread(spool.close)
+                self._written_version = version
+                return True
+            try:
+                data = await asyncio.to_thread(spool.read_and_close)
+            except OSError as e:
+                return self._failed(f"cannot render {self.key}: {e}")
+        finally:
+            # Closed by now, unless this was cancelled (the service stopping) while the thread
+            # to close it still waited for one: its work is then dropped, so close it here.
+            spool.close()
         try:
             await self.store.write(self.key, data)
         except (OSError, StoreUnavailable) as e:
@@ -239,6 +245,8 @@ class _Spool:
     """
 
     def __init__(self) -> None:
+        # read_and_close() runs in a thread, close() may come from the loop: never both at once.
+        self._lock = threading.Lock()
         self._file: BinaryIO
         if hasattr(os, "memfd_create"):  # Linux: in memory, never on a disk
             self._file = open(os.memfd_create("userdata-output", os.MFD_CLOEXEC), "w+b", buffering=0)  # noqa: SIM115
@@ -254,6 +262,10 @@ class _Spool:
 
     def read_and_close(self) -> bytes:
         """Everything written, as one bytes object (call in a thread: it takes ~30 ms for 48 MB)."""
+        with self._lock:
+            return self._read_and_close()
+
+    def _read_and_close(self) -> bytes:
         try:
             self._file.seek(0)
             parts = []
@@ -269,7 +281,9 @@ class _Spool:
             self._file.close()
 
     def close(self) -> None:
-        self._file.close()
+        """Close (again: a no-op)."""
+        with self._lock:
+            self._file.close()
 
 
 def _digest(data: bytes) -> bytes:
