@@ -74,3 +74,27 @@ async def test_a_load_turns_the_garbage_collector_off_only_while_it_runs(store, 
     with pytest.raises(StoreUnavailable):
         await missing.load()
     assert gc.isenabled()
+
+
+@pytest.mark.parametrize("disk", [False, True], ids=["page-cache", "disk"])
+async def test_reads_go_on_more_threads_only_while_files_come_from_the_disk(store, monkeypatch, disk):
+    from userdata.stores import folder
+
+    monkeypatch.setattr(folder, "_BATCH", 10)
+    monkeypatch.setattr(folder, "_PROBE_EVERY", 3)
+    # A probe batch slower than this per file counts as read from the disk.
+    monkeypatch.setattr(folder, "_CACHED_READ_S", 0.0 if disk else 60.0)
+    used: list[int] = []
+    real = FolderStore._in_threads
+
+    async def in_threads(self, work, keys, threads):
+        used.append(threads)
+        return await real(self, work, keys, threads)
+
+    monkeypatch.setattr(FolderStore, "_in_threads", in_threads)
+    for i in range(65):
+        (store.source_dir / f"{i}.csv").write_text(str(i))
+    got = await store.read_many([f"src/{i}.csv" for i in range(65)], bytes.decode)
+    assert {k: v[1] for k, v in got.items()} == {f"src/{i}.csv": str(i) for i in range(65)}
+    # Every third batch is a probe on one thread; the others follow what the last probe saw.
+    assert used == ([1, 2, 2] * 3 if disk else [1, 1, 1] * 3)[:7]
