@@ -77,24 +77,29 @@ async def test_a_load_turns_the_garbage_collector_off_only_while_it_runs(store, 
 
 
 @pytest.mark.parametrize("disk", [False, True], ids=["page-cache", "disk"])
-async def test_reads_go_on_more_threads_only_while_files_come_from_the_disk(store, monkeypatch, disk):
+async def test_reads_go_on_the_number_of_threads_found_faster(store, monkeypatch, disk):
+    from types import SimpleNamespace
+
     from userdata.stores import folder
 
     monkeypatch.setattr(folder, "_BATCH", 10)
-    monkeypatch.setattr(folder, "_PROBE_EVERY", 3)
-    # A probe batch slower than this per file counts as read from the disk.
-    monkeypatch.setattr(folder, "_CACHED_READ_S", 0.0 if disk else 60.0)
+    monkeypatch.setattr(folder, "_TRIAL_EVERY", 4)
+    # A clock on which one thread reads faster (page cache) or two do (disk).
+    seconds_per_file = {1: 2.0, 2: 1.0} if disk else {1: 1.0, 2: 2.0}
+    clock = [0.0]
+    monkeypatch.setattr(folder, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     used: list[int] = []
     real = FolderStore._in_threads
 
     async def in_threads(self, work, keys, threads):
         used.append(threads)
+        clock[0] += seconds_per_file[threads] * len(keys)
         return await real(self, work, keys, threads)
 
     monkeypatch.setattr(FolderStore, "_in_threads", in_threads)
-    for i in range(65):
+    for i in range(95):
         (store.source_dir / f"{i}.csv").write_text(str(i))
-    got = await store.read_many([f"src/{i}.csv" for i in range(65)], bytes.decode)
-    assert {k: v[1] for k, v in got.items()} == {f"src/{i}.csv": str(i) for i in range(65)}
-    # Every third batch is a probe on one thread; the others follow what the last probe saw.
-    assert used == ([1, 2, 2] * 3 if disk else [1, 1, 1] * 3)[:7]
+    got = await store.read_many([f"src/{i}.csv" for i in range(95)], bytes.decode)
+    assert {k: v[1] for k, v in got.items()} == {f"src/{i}.csv": str(i) for i in range(95)}
+    # Batches 0 and 1 of every 4 are the trials, on one thread and on two; the others follow.
+    assert used == [1, 2, 2, 2, 1, 2, 2, 2, 1, 2] if disk else [1, 2, 1, 1, 1, 2, 1, 1, 1, 2]

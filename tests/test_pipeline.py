@@ -85,3 +85,28 @@ async def test_a_forced_scan_agrees_with_the_changes_applied_one_by_one(tmp_path
             assert following.index.records() == before
     finally:
         task.cancel()
+
+
+async def test_after_a_restart_the_index_keeps_the_loaded_records_not_the_restored_copies(tmp_path: Path) -> None:
+    import sys
+
+    from userdata.sinks.output_csv import OutputWriter
+
+    source = tmp_path / "bucket" / PREFIX
+    source.mkdir(parents=True)
+    for i in range(5):
+        (source / f"{i}.csv").write_text(f"first_name, last_name, birthts\nAnn{i}, Lee, {i * 10**11}\n")
+        (source / f"{i}.png").write_bytes(b"\x89PNG")
+    store = FolderStore(tmp_path, "bucket", PREFIX)
+    first = Pipeline(store, UserIndex(), PREFIX)
+    await first.load()
+    assert await OutputWriter(store, first.index, "out/output.csv").flush()
+
+    restored = UserIndex()
+    again = Pipeline(store, restored, PREFIX, restore=OutputWriter(store, restored, "out/output.csv").restore)
+    report = await again.load()
+    assert (report.added, report.updated, report.removed) == (0, 0, 0)  # the same users as restored
+    assert restored.records() == first.index.records()
+    for record in restored.records():  # one copy of each string: the loaded ones
+        assert record.img_path is again.png_keys[record.user_id]
+        assert record.first_name is sys.intern(record.first_name)

@@ -159,6 +159,8 @@ class UserIndex:
             if old is None:
                 added.append(record)
             elif old == record:
+                if old is not record:  # the same values in new objects, whose strings others share
+                    users[user_id] = record
                 continue
             else:
                 diff.updated.append(record)

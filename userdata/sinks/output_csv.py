@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterable
 from itertools import chain
+from sys import intern
 from typing import BinaryIO
 
 from ..index import Diff, UserIndex
@@ -66,7 +67,8 @@ def parse_output(data: bytes) -> list[UserRecord]:
             if len(row) != len(HEADER) or not (row[0] and row[1] and row[2]):
                 raise InvalidRecord(f"bad row {row!r}")
             user_id, first_name, last_name, birthts, img_path = row
-            records.append(UserRecord(user_id, first_name, last_name, int(birthts), img_path or None))
+            # Names interned as parse_user_csv does: these records may stay for good.
+            records.append(UserRecord(user_id, intern(first_name), intern(last_name), int(birthts), img_path or None))
     except (ValueError, csv.Error) as e:
         raise InvalidRecord(f"not an output.csv: {e}") from None
     return records
@@ -117,12 +119,13 @@ class OutputWriter:
             return []
         if data is None:
             return []
+        # In a thread: at a million users parsing takes seconds, hashing tens of milliseconds.
         try:
-            records = parse_output(data)
+            records = await asyncio.to_thread(parse_output, data)
         except InvalidRecord as e:
             logger.warning("ignoring %s: %s", self.key, e)
             return []
-        self._digest = _digest(data)
+        self._digest = await asyncio.to_thread(_digest, data)
         logger.info("restored %d last good records from %s", len(records), self.key)
         return records
 

@@ -26,10 +26,8 @@ _CHUNK = 128
 #: Files read between two parsing rounds of read_many: at most this many bodies are held at once,
 #: and parsing them holds up the event loop for a few milliseconds.
 _BATCH = 4096
-#: Seconds per file above which a batch is taken to have waited on the disk: three times what
-#: a read from the page cache takes (about 10 us).
-_CACHED_READ_S = 30e-6
-_PROBE_EVERY = 8
+#: Every this many batches, read_many times one on one thread and one on all its threads.
+_TRIAL_EVERY = 8
 
 
 #: The version listed where none was asked for, and for a PNG: only its presence matters.
@@ -44,7 +42,7 @@ class FolderStore:
     """A MinIO-shaped tree of plain files: object ``k`` of the bucket is ``<root>/<k>``."""
 
     def __init__(self, data_dir: Path, bucket: str, prefix: str, *, threads: int = 2) -> None:
-        # ``threads`` read while files come from the disk, one while they come from the page cache.
+        # ``threads`` read where that is faster (files from the disk), else one (see read_many).
         self.root = Path(data_dir) / bucket
         self._root_str = str(self.root)
         self.prefix = prefix
@@ -97,18 +95,21 @@ class FolderStore:
         # In batches, each parsed here once read rather than in the reading threads: Python work
         # there holds the GIL that another reading thread wants back after every system call.
         out: dict[str, tuple[Version, T] | ObjectError | None] = {}
+        # From the page cache one thread reads fastest (more only take turns at the GIL); from
+        # the disk more threads overlap the waits. Which is faster now, two batches in every few
+        # tell, one read on each setting; the batches between follow the faster.
+        seconds_per_file = {1: 0.0, self._thread_count: 0.0}
         threads = 1
         for i, batch in enumerate(_chunks(keys, _BATCH)):
-            # From the page cache one thread reads fastest (more only take turns at the GIL);
-            # files that come from the disk are read on more threads, to overlap the waits. Which
-            # it is, one batch in every few tells, read on one thread (on more, the turns at the
-            # GIL would make cached reads look slow too).
-            probe = i % _PROBE_EVERY == 0
+            trial = i % _TRIAL_EVERY
+            if trial < 2:
+                threads = 1 if trial == 0 else self._thread_count
             started = time.perf_counter()
-            found = await self._in_threads(self._read_one, batch, 1 if probe else threads)
-            if probe:
-                slow = time.perf_counter() - started > len(batch) * _CACHED_READ_S
-                threads = self._thread_count if slow else 1
+            found = await self._in_threads(self._read_one, batch, threads)
+            if trial < 2:
+                seconds_per_file[threads] = (time.perf_counter() - started) / len(batch)
+                if trial == 1:
+                    threads = min(seconds_per_file, key=seconds_per_file.__getitem__)
             for key, body in found.items():
                 out[key] = body if body is None or isinstance(body, ObjectError) else (body[0], parse(body[1]))
         return out
