@@ -181,7 +181,7 @@ def notes(threads: int, changes: int, concurrency: int, duration: float, rounds:
         "to a temporary folder (not timed; the page cache is warm). A fresh interpreter times "
         "`Pipeline(FolderStore(...), UserIndex(), 'src-data/').load()` (no output.csv to restore); peak "
         "RSS is its VmHWM. Floor: another fresh interpreter lists the folder and reads every CSV's "
-        f"bytes (`os.open`/`os.read`) on {threads} threads (the FolderStore's default), 128 files per "
+        f"bytes (`os.open`/`os.read`) on {threads} threads (the most the FolderStore uses), 128 files per "
         "task, nothing parsed. "
         f"Median of {repeat} alternating runs up to 100,000 users, one run above.",
         "Cold load from S3: the same users PUT into a SeaweedFS bucket on loopback (not timed); "

@@ -32,7 +32,7 @@ _CHUNK = 128  # files per task of the folder floor, as the folder store hands to
 
 
 def folder_threads() -> int:
-    """The folder store's default number of reading threads (what the service uses)."""
+    """The most reading threads the folder store uses by default (it reads on one or on these)."""
     return int(inspect.signature(FolderStore.__init__).parameters["threads"].default)
 
 

@@ -356,7 +356,7 @@ class Pipeline:
         """Read and parse ``keys``, recording their versions in ``found``."""
         if not keys:
             return {}
-        # Parsed where they are read: a whole load's bytes are never held at once.
+        # Parsed as they arrive: a whole load's bytes are never held at once.
         contents = await self.store.read_many(keys, _parser(time.time_ns() // 1_000_000))
         outcomes: dict[str, Outcome] = {}
         for key, content in contents.items():
@@ -400,7 +400,7 @@ class Pipeline:
     ) -> Diff:
         """Update the catalog and the index in one synchronous step."""
         touched: set[str] = set()
-        # Names bound locally: this loop runs once per key of a whole load.
+        # Names bound locally: this loop runs once per key of a batch, which may be large.
         versions, csv_keys, png_keys, rejected, conflicts = (
             self.versions,
             self.csv_keys,
