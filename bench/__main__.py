@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .api import ENDPOINTS, run_api
+from .api import ENDPOINTS, VARIANTS, run_api
 from .cold import folder_threads
 from .datagen import OLD_QUERY, upload_users, write_users
 from .latency import measure_latency, measure_watch_floor
@@ -141,9 +141,10 @@ def bench_api(users: int, concurrency: int, duration: float, rounds: int, raw: d
         runs.append(run_api(users, concurrency, duration))
     raw[f"api_{users}"] = runs
     rows = []
-    for name, path in ENDPOINTS.items():
+    for name, query in ENDPOINTS.items():
         if name == "trivial":
             continue
+        path = query.replace("{n}", f"{VARIANTS[0]}..{VARIANTS[-1]} in turn")
         ratios = [run[name]["rps"] / run["trivial"]["rps"] for run in runs]
         cpu_ratios = [run["trivial"]["server_cpu_us"] / run[name]["server_cpu_us"] for run in runs]
         rps = statistics.median(run[name]["rps"] for run in runs)
@@ -196,7 +197,10 @@ def notes(threads: int, changes: int, concurrency: int, duration: float, rounds:
         "Queries: `python -m bench.server` runs `create_app(settings)` (empty folder store, no "
         "watcher) and fills its index with generated records through `UserIndex.apply` (no files): "
         "births 1940-2010 except about 100 users born 1921-1925, which "
-        f"`/data?{OLD_QUERY}` returns. `python -m bench.loadgen` (aiohttp client, another process, "
+        f"`/data?{OLD_QUERY}` returns. /data keeps the bodies of its last 32 answers for as long as the "
+        "index does not change, so a repeated query is answered from there; the same users asked with "
+        f"{len(VARIANTS)} different `max_age` values in turn miss it every time (each is a different "
+        "span of birth days): the cost of a search. `python -m bench.loadgen` (aiohttp client, another process, "
         f"{concurrency} connections) sends requests back to back for {duration:g} s after 1 s of "
         "warm-up. Ceiling: `GET /bench/trivial`, a handler returning a constant JSON body, added to "
         f"the same app. Median of {rounds} rounds (a fresh server each); the ratio is per round. Server "

@@ -19,18 +19,29 @@ from .procs import ROOT, bench_env, cpu_seconds, free_port, wait_http
 __all__ = ("ENDPOINTS", "TRIVIAL", "run_api")
 
 TRIVIAL = "/bench/trivial"
-#: name -> path; the trivial handler first, as the others are compared with it
+#: name -> path; the trivial handler first, as the others are compared with it. A path with
+#: ``{n}`` stands for :data:`VARIANTS` queries, sent in turn.
 ENDPOINTS: dict[str, str] = {
     "trivial": TRIVIAL,
     "stats": "/stats",
     "stats_filtered": "/stats?is_image_exists=true&min_age=30&max_age=40",
     "data_filtered": f"/data?{OLD_QUERY}",
+    # The same ~100 users (ages 100-105), each max_age a different span of birth days: more
+    # queries in turn than /data keeps bodies for, so every request searches and serialises.
+    "data_uncached": f"/data?{OLD_QUERY}&max_age={{n}}",
 }
+#: The ``{n}`` of a path: one query each, in turn.
+VARIANTS = range(106, 106 + 256)
 
 
-def _load(url: str, concurrency: int, duration: float) -> dict[str, Any]:
+def urls(base: str, path: str) -> list[str]:
+    """The URLs ``path`` stands for."""
+    return [base + path.format(n=n) for n in VARIANTS] if "{n}" in path else [base + path]
+
+
+def _load(targets: list[str], concurrency: int, duration: float) -> dict[str, Any]:
     proc = subprocess.run(
-        [sys.executable, "-m", "bench.loadgen", url, f"--concurrency={concurrency}", f"--duration={duration}"],
+        [sys.executable, "-m", "bench.loadgen", *targets, f"--concurrency={concurrency}", f"--duration={duration}"],
         cwd=ROOT,
         env=bench_env(),
         capture_output=True,
@@ -78,7 +89,7 @@ def run_api(users: int, concurrency: int, duration: float) -> dict[str, Any]:
         # The ceiling is measured first and last, and averaged: the machine's speed drifts.
         for name in [*ENDPOINTS, "trivial_again"]:
             cpu = cpu_seconds(server.pid)
-            load = _load(base + ENDPOINTS[name.removesuffix("_again")], concurrency, duration)
+            load = _load(urls(base, ENDPOINTS[name.removesuffix("_again")]), concurrency, duration)
             # warm-up requests are in the CPU time too: per request, it slightly overstates the cost
             load["server_cpu_us"] = (cpu_seconds(server.pid) - cpu) / max(1, load["requests"]) * 1e6
             results[name] = load

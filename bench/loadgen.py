@@ -1,9 +1,9 @@
 """HTTP load generator, run as a process of its own so it does not share the server's event loop.
 
-    python -m bench.loadgen URL [--concurrency 16] [--duration 5] [--warmup 1]
+    python -m bench.loadgen URL [URL ...] [--concurrency 16] [--duration 5] [--warmup 1]
 
-``concurrency`` workers on one aiohttp session (as many keep-alive connections) send GET URL
-back to back for ``warmup`` seconds (not counted), then for ``duration`` seconds. Prints one JSON
+``concurrency`` workers on one aiohttp session (as many keep-alive connections) send GET requests
+back to back, to the URLs in turn, for ``warmup`` seconds (not counted), then for ``duration`` seconds. Prints one JSON
 line: requests, errors, rps, and p50/p99/max latency in milliseconds.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from typing import Any
@@ -28,8 +29,9 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
     return sorted_values[rank]
 
 
-async def generate_load(url: str, concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
-    """Hit ``url`` with ``concurrency`` workers; latencies of the requests after ``warmup``."""
+async def generate_load(urls: list[str], concurrency: int, duration: float, warmup: float) -> dict[str, Any]:
+    """Hit ``urls`` in turn with ``concurrency`` workers; latencies of the requests after ``warmup``."""
+    turns = itertools.cycle(urls)
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -42,7 +44,7 @@ async def generate_load(url: str, concurrency: int, duration: float, warmup: flo
             nonlocal errors
             while (sent := time.perf_counter()) < end:
                 try:
-                    async with session.get(url) as response:
+                    async with session.get(next(turns)) as response:
                         await response.read()
                         ok = response.status == 200
                 except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -66,12 +68,12 @@ async def generate_load(url: str, concurrency: int, duration: float, warmup: flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("url")
+    parser.add_argument("urls", nargs="+", metavar="url")
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--duration", type=float, default=5.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(generate_load(args.url, args.concurrency, args.duration, args.warmup))))
+    print(json.dumps(asyncio.run(generate_load(args.urls, args.concurrency, args.duration, args.warmup))))
 
 
 if __name__ == "__main__":

@@ -102,15 +102,24 @@ def many_records(n: int, values: list[str] = AWKWARD) -> list[UserRecord]:
     ]
 
 
-@pytest.mark.parametrize("slice_rows", [1000, 7, 1])
+def fixed_slices(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
+    """Make every slice of a flush ``rows`` rows, however long it takes."""
+    monkeypatch.setattr(output_csv, "_SLICE", rows)
+    monkeypatch.setattr(output_csv, "_SLICE_BOUNDS", (rows, rows))
+
+
+@pytest.mark.parametrize("slice_rows", [None, 7, 1], ids=["timed", "7", "1"])
 async def test_a_flush_writes_exactly_what_render_output_gives(tmp_path, monkeypatch, slice_rows):
     # flush() renders in slices on the event loop, hashing and spooling as it goes; the bytes
     # and the digest must be those of render_output over the whole index.
-    monkeypatch.setattr(output_csv, "_SLICE", slice_rows)
+    if slice_rows is None:  # slices sized by their time, of a first slice of 100 rows
+        monkeypatch.setattr(output_csv, "_SLICE", 100)
+    else:
+        fixed_slices(monkeypatch, slice_rows)
     index = UserIndex()
     # a bare CR is not quoted with lineterminator="\n" (parse_output cannot read it back), but
     # the bytes must still be those of render_output
-    index.apply(many_records(3000 if slice_rows > 1 else 300, [*AWKWARD, "Car\rriage"]))
+    index.apply(many_records(300 if slice_rows == 1 else 3000, [*AWKWARD, "Car\rriage"]))
     store = FolderStore(tmp_path, "b", "src/")
     writer = OutputWriter(store, index, "out/output.csv")
     assert await writer.flush() and writer.writes == 1
@@ -122,7 +131,7 @@ async def test_a_flush_writes_exactly_what_render_output_gives(tmp_path, monkeyp
 
 async def test_a_restored_output_csv_is_not_written_again_when_the_index_renders_the_same(tmp_path, monkeypatch):
     # restore() digests the file whole, flush() slice by slice: the digests must agree
-    monkeypatch.setattr(output_csv, "_SLICE", 7)
+    fixed_slices(monkeypatch, 7)
     index = UserIndex()
     index.apply(many_records(500))
     store = FolderStore(tmp_path, "b", "src/")
@@ -142,8 +151,24 @@ async def test_a_flush_of_an_empty_index_writes_the_header_only(tmp_path):
     )
 
 
+@pytest.mark.parametrize(
+    ("rows", "seconds", "expected"),
+    [
+        pytest.param(1000, 0.002, 500, id="slow-halves"),
+        pytest.param(1000, 0.0001, 2000, id="fast-at-most-doubles"),
+        pytest.param(1000, 0.0008, 1250, id="a-little-fast"),
+        pytest.param(1000, 0.0, 2000, id="no-time-measured"),
+        pytest.param(100, 1.0, 50, id="very-slow-keeps-the-least"),
+        pytest.param(40_000, 0.0001, 50_000, id="very-fast-keeps-the-most"),
+    ],
+)
+def test_slices_are_sized_to_take_about_a_millisecond(rows: int, seconds: float, expected: int) -> None:
+    assert output_csv._SLICE_SECONDS == 0.001 and output_csv._SLICE_BOUNDS == (50, 50_000)
+    assert output_csv._next_slice(rows, seconds) == expected
+
+
 async def test_a_change_during_a_flush_is_written_by_the_next_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(output_csv, "_SLICE", 10)
+    fixed_slices(monkeypatch, 10)
     index = UserIndex()
     before = {r.user_id: r for r in many_records(2000)}
     index.apply(before.values())

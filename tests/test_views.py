@@ -15,6 +15,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 from helpers import Service, fast_settings, wait_until
 
+from userdata import views
 from userdata.app import create_app
 
 DAY_MS = 86_400_000
@@ -280,6 +281,33 @@ async def test_data_follows_changes_to_the_folder(
     assert await service.get("/data?is_image_exists=false") == [
         {"user_id": "42", "first_name": "Old", "last_name": "Timer", "birthts": before_1970, "img_path": None}
     ]
+
+
+async def test_a_repeated_query_sees_every_change(
+    users: Service, write_user: Callable[..., Path], source_dir: Path
+) -> None:
+    """Answers are cached per index version: a change, however small, is never hidden."""
+    query = "/data?is_image_exists=true"
+    assert await users.get(query) == await users.get(query) == [record("10"), record("100")]
+    write_user("11", "Eleven", "New", 0, png=True)
+    await wait_until(lambda: "11" in users.index)
+    eleven = {"user_id": "11", "first_name": "Eleven", "last_name": "New", "birthts": 0, "img_path": "src-data/11.png"}
+    assert await users.get(query) == [record("10"), record("100"), eleven]
+    (source_dir / "100.png").unlink()
+    await wait_until(lambda: users.index.get("100").img_path is None)
+    assert await users.get(query) == [record("10"), eleven]
+    (source_dir / "11.csv").unlink()
+    await wait_until(lambda: "11" not in users.index)
+    assert await users.get(query) == [record("10")]
+
+
+async def test_a_repeated_query_follows_the_date(users: Service, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no change to the index, tomorrow's answer is tomorrow's: "9" turns AGE then."""
+    query = f"/data?min_age={AGE}"
+    assert await users.user_ids(f"?min_age={AGE}") == ["10", "100"]
+    today_ms = views._now_ms()
+    monkeypatch.setattr(views, "_now_ms", lambda: today_ms + DAY_MS)
+    assert [r["user_id"] for r in await users.get(query)] == ["10", "100", "9"]
 
 
 # /health and the page.

@@ -15,8 +15,9 @@ from typing import Any
 
 from aiohttp import web
 
+from .cache import ResponseCache
 from .index import UserIndex
-from .keys import INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER
+from .keys import DATA_CACHE, INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER
 from .middleware import error_middleware
 from .pipeline import Pipeline
 from .settings import Settings
@@ -40,6 +41,7 @@ def create_app(settings: Settings) -> web.Application:
     """The service for ``settings``; nothing starts until the app is run."""
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
+    app[DATA_CACHE] = ResponseCache()
     app.cleanup_ctx.extend([_store_ctx, _output_ctx, _mirror_ctx, _pipeline_ctx, _rescan_ctx])
     app.router.add_routes(routes)
     return app

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import accumulate, chain
+from itertools import accumulate
 
 from .records import DAY_MS, YEAR_MS, UserRecord, day_of, latest_birth_day_for_age
 
-__all__ = ("Diff", "Filters", "Stats", "UserIndex")
+__all__ = ("Diff", "Filters", "Stats", "UserIndex", "birth_days")
 
 #: Batches adding or removing more ids than this (plus 1/64 of the index) re-sort all ids.
 _RESORT_MIN = 256
@@ -116,9 +116,12 @@ class _Group:
         counts, sums = self._counts_prefix, self._sums_prefix
         return counts[j] - counts[i], sums[j] - sums[i]
 
-    def ids(self, lo: int | None, hi: int | None) -> Iterator[str]:
+    def add_ids(self, lo: int | None, hi: int | None, out: list[str]) -> None:
+        """Append to ``out`` the ids of users born on days lo..hi (inclusive)."""
         i, j = self._span(lo, hi)
-        return chain.from_iterable(map(self.members.__getitem__, self.days[i:j]))
+        members = self.members
+        for day in self.days[i:j]:
+            out += members[day]
 
 
 class UserIndex:
@@ -243,7 +246,7 @@ class UserIndex:
     def query(self, filters: Filters, now_ms: int) -> list[UserRecord]:
         """Records matching ``filters`` on the UTC date of ``now_ms``, sorted by user_id."""
         users = self._users
-        span = _birth_days(filters, now_ms)
+        span = birth_days(filters, now_ms)
         if span is None:
             return []
         lo, hi = span
@@ -252,12 +255,15 @@ class UserIndex:
                 return self.records()
             want = filters.has_image
             return [r for r in map(users.__getitem__, self._sorted_ids) if (r.img_path is not None) is want]
-        ids = sorted(chain.from_iterable(group.ids(lo, hi) for group in self._selected_groups(filters)))
+        ids: list[str] = []
+        for group in self._selected_groups(filters):
+            group.add_ids(lo, hi, ids)
+        ids.sort()
         return [users[uid] for uid in ids]
 
     def stats(self, filters: Filters, now_ms: int) -> Stats:
         """Count and mean exact age (years of 365.2425 days) of the users matching ``filters``."""
-        span = _birth_days(filters, now_ms)
+        span = birth_days(filters, now_ms)
         if span is None:
             return Stats(0, None)
         count = total = 0
@@ -270,7 +276,7 @@ class UserIndex:
         return Stats(count, (now_ms * count - total) / count / YEAR_MS)
 
 
-def _birth_days(filters: Filters, now_ms: int) -> tuple[int | None, int | None] | None:
+def birth_days(filters: Filters, now_ms: int) -> tuple[int | None, int | None] | None:
     """The inclusive range of birth days the age filters allow (None: no bound), or None if empty.
 
     Ages are whole years, so min_age=30.5 means age >= 31 and max_age=30.5 means age <= 30.

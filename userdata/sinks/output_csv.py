@@ -26,8 +26,11 @@ logger = logging.getLogger("userdata.sinks.output_csv")
 
 HEADER = ("user_id", "first_name", "last_name", "birthts", "img_path")
 
-#: Rows rendered by one slice of OutputWriter.flush: about a millisecond of work on the event loop.
+#: Rows in the first slice of OutputWriter.flush; the next ones are sized to take about
+#: _SLICE_SECONDS of the event loop on this machine, within _SLICE_BOUNDS rows.
 _SLICE = 1000
+_SLICE_SECONDS = 0.001
+_SLICE_BOUNDS = (50, 50_000)
 
 
 def render_output(records: Iterable[UserRecord]) -> bytes:
@@ -186,10 +189,11 @@ class OutputWriter:
     async def _render(self) -> tuple[_Spool, bytes, int]:
         """What ``render_output(self.index.records())`` gives (spooled), its digest and row count.
 
-        Rendered on the event loop, ``_SLICE`` rows at a time with a yield in between, so the loop
-        never waits longer than one slice (about a millisecond). Not in a thread: one rendering
-        the whole file holds the GIL while the loop, after each of its socket operations, waits
-        up to the 5 ms switch interval to get it back (a convoy: 100+ ms stalls at 1M users).
+        Rendered on the event loop, a slice of rows at a time with a yield in between, so the loop
+        never waits longer than one slice (about a millisecond, however fast the machine is). Not
+        in a thread: one rendering the whole file holds the GIL while the loop, after each of its
+        socket operations, waits up to the 5 ms switch interval to get it back (a convoy: 100+ ms
+        stalls at 1M users).
         Nothing is done to the whole file at once on the loop either (at 1M users, 48 MB: hashing
         it takes ~50 ms, joining its parts ~30 ms, copying the sorted ids ~20 ms): each slice is
         hashed and spooled as it comes. The incremental digest equals ``_digest`` of the bytes.
@@ -208,19 +212,22 @@ class OutputWriter:
             rows = 0
             last: str | None = None
             get = self.index.get
+            size = _SLICE
             while True:
+                started = time.perf_counter()
                 digest.update(chunk)
                 spool.write(chunk)
                 # A slice of the index's ids, not a copy of them all (copying 1M ids stalls the
                 # loop ~20 ms); it starts after the last id written, so however the index changed
                 # meanwhile, every user comes at most once, in order.
-                batch = self.index.ids_after(last, _SLICE)
+                batch = self.index.ids_after(last, size)
                 if not batch:
                     return spool, digest.digest(), rows
                 last = batch[-1]
                 records = [r for user_id in batch if (r := get(user_id)) is not None]
                 rows += len(records)
                 chunk = _encode(_rows(records))
+                size = _next_slice(size, time.perf_counter() - started)
                 await asyncio.sleep(0)
         except BaseException:
             spool.close()
@@ -232,6 +239,15 @@ class OutputWriter:
         if not peek:
             self._failures += 1
         return delay
+
+
+def _next_slice(rows: int, seconds: float) -> int:
+    """Rows for the next slice, after one of ``rows`` took ``seconds``: as many as fit in
+    _SLICE_SECONDS at that pace, but at most twice as many (one quick slice may be luck), and
+    within _SLICE_BOUNDS."""
+    low, high = _SLICE_BOUNDS
+    wanted = int(rows * _SLICE_SECONDS / seconds) if seconds > 0 else high
+    return max(low, min(high, 2 * rows, wanted))
 
 
 _DIGEST_SIZE = 16
