@@ -355,6 +355,26 @@ def test_apply_reports_added_updated_and_removed() -> None:
     assert ids(index.records()) == ["a", "b", "d"]
 
 
+def test_assign_makes_the_index_hold_exactly_the_given_users() -> None:
+    index = UserIndex()
+    a, b, c = record("a", ms(1990, 1, 1)), record("b", ms(1980, 1, 1), img=True), record("c", ms(1970, 1, 1))
+    diff = index.assign({"a": a, "b": b, "c": c})
+    assert sorted(diff.added) == [a, b, c] and diff.updated == [] and diff.removed == []
+    assert index.version == 1
+
+    b2 = record("b", ms(1980, 1, 1), first="Bea")  # no image now
+    d = record("d", ms(2001, 1, 1), img=True)
+    diff = index.assign({"a": a, "b": b2, "d": d})
+    assert diff.added == [d] and diff.updated == [b2] and diff.removed == ["c"]
+    assert index.version == 2
+    assert index.records() == [a, b2, d]
+    now = ms(2026, 6, 15)
+    assert index.query(Filters(has_image=True), now) == [d]
+    assert index.query(Filters(has_image=False, min_age=40), now) == [b2]
+    assert not index.assign({"a": a, "b": b2, "d": d}) and index.version == 2  # the same users
+    assert index.assign({}).removed == ["a", "b", "d"] and len(index) == 0 and index.records() == []
+
+
 def test_applying_an_identical_record_changes_nothing() -> None:
     index = UserIndex()
     a = record("a", ms(1990, 1, 1), img=True)

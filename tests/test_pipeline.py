@@ -55,10 +55,13 @@ class _Folder:
             self._write(csv, rng.choice([b"", b"first_name\nAnn\n", b"\xff\xfe", b"first_name, last_name, birthts\n"]))
         elif action < 0.7:
             (self.dir / csv).unlink(missing_ok=True)
-        elif action < 0.85:
+        elif action < 0.8:
             self._write(png, b"\x89PNG")
-        else:
+        elif action < 0.95:
             (self.dir / png).unlink(missing_ok=True)
+        else:  # a name that is no source object: hidden, temporary, another extension, no user_id
+            ignored = rng.choice(["." + csv, csv + "~", csv + ".tmp", user + ".txt", ".csv", ".PNG", user + "csv"])
+            self._write(ignored, f"first_name, last_name, birthts\nIg, Nored, {rng.randrange(10**12)}\n".encode())
 
 
 @pytest.mark.parametrize("seed", range(6))

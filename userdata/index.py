@@ -180,6 +180,15 @@ class UserIndex:
             self._update_sorted(diff)
         return diff
 
+    def assign(self, users: dict[str, UserRecord]) -> Diff:
+        """Make the index hold exactly ``users`` (user_id -> record); returns what changed.
+
+        An empty index takes ``users`` as it is (the caller must not change it afterwards).
+        """
+        if not self._users:
+            return self._fill(users)
+        return self.apply(users.values(), [user_id for user_id in self._users if user_id not in users])
+
     def _fill(self, users: dict[str, UserRecord]) -> Diff:
         """:meth:`apply` to an empty index, in bulk: one pass, and each group's days sorted once."""
         self._users = users

@@ -267,52 +267,70 @@ class Pipeline:
         """Read every CSV listed and build the catalog afresh (a load, or a forced rescan).
 
         The outcome is what :meth:`_apply` would make of every key, at a fraction of its cost:
-        one pass over the listing, then one over the users.
+        one pass over the listing, then one over the users, where nearly every user (one CSV, read
+        and valid) becomes its record at once; the few others go through :meth:`_resolve`.
         """
         prefix = self.prefix
+        start = len(prefix)
         versions: dict[str, Version] = {}
         csv_keys: dict[str, Keys] = {}
         png_keys: dict[str, Keys] = {}
         read: list[str] = []
         for key, version in listing.items():
-            obj = classify(key, prefix)
-            if obj is None:
-                continue
-            kind, user_id = obj
-            if kind == "csv":
-                read.append(key)
+            # classify(), inline: this runs once for every object in the store.
+            suffix = key[-4:].lower()
+            if suffix == ".csv":
                 keys_of = csv_keys
+            elif suffix == ".png":
+                keys_of = png_keys
+            else:
+                continue
+            user_id = key[start:-4]
+            if not user_id or user_id[0] == "." or "/" in user_id or not key.startswith(prefix):
+                continue
+            if keys_of is csv_keys:
+                read.append(key)
             else:
                 versions[key] = version
-                keys_of = png_keys
             if keys_of.setdefault(user_id, key) is not key:  # a second CSV or image of the user
                 keys_of[user_id] = _with(keys_of[user_id], key)
-        found: dict[str, Version | None] = {}
-        outcomes = await self._read(read, found)
+        # Parsed as they arrive: a whole load's bytes are never held at once.
+        contents = await self.store.read_many(read, _parser(time.time_ns() // 1_000_000)) if read else {}
         self._succeeded()
-        versions.update(found)
-        for key in [key for key, version in found.items() if version is None]:  # gone since listed
-            del versions[key]
-            user_id = classify(key, prefix).user_id  # type: ignore[union-attr]  # a listed CSV
-            rest = _without(csv_keys[user_id], key)
-            if rest is None:
-                del csv_keys[user_id]
-            else:
-                csv_keys[user_id] = rest
         self.versions, self.csv_keys, self.png_keys = versions, csv_keys, png_keys
-        self.rejected, self._conflicts = {}, set()  # every CSV was read: _resolve says again what is wrong
-        upserts: list[UserRecord] = []
-        resolve = self._resolve
+        self.rejected, self._conflicts = {}, set()  # every CSV is read: _resolve says again what is wrong
+        users: dict[str, UserRecord] = {}
+        others: list[str] = []  # users with several CSVs, or one that is gone, unreadable or invalid
         for user_id, csvs in csv_keys.items():
-            outcome = outcomes.get(csvs) if type(csvs) is str else None
-            if type(outcome) is UserFields:  # nearly always: _resolve's first case, inline
+            content = contents.get(csvs) if type(csvs) is str else None
+            # The usual user: its only CSV, read and valid (_resolve's first case, inline).
+            if type(content) is tuple and type(fields := content[1]) is UserFields:
+                versions[csvs] = content[0]  # type: ignore[index]  # a str, as content is not None
                 pngs = png_keys.get(user_id)
                 img_path = pngs if pngs is None or type(pngs) is str else pngs[0]
-                upserts.append(_new(UserRecord, (user_id, *outcome, img_path)))
-            elif (record := resolve(user_id, outcomes)) is not None:
-                upserts.append(record)
-        removals = [user_id for user_id in self.index.user_ids() if user_id not in csv_keys]
-        return self._commit(upserts, removals)
+                users[user_id] = _new(UserRecord, (user_id, *fields, img_path))
+            else:
+                others.append(user_id)
+        if others:
+            outcomes: dict[str, Outcome] = {}
+            for user_id in others:
+                for key in _each(csv_keys[user_id]):
+                    content = contents[key]
+                    if content is None:  # gone since listed
+                        rest = _without(csv_keys[user_id], key)
+                        if rest is None:
+                            del csv_keys[user_id]
+                        else:
+                            csv_keys[user_id] = rest
+                    elif isinstance(content, ObjectError):
+                        versions[key] = _UNREAD
+                        outcomes[key] = f"cannot read: {content}"
+                    else:
+                        versions[key], outcomes[key] = content
+            for user_id in others:
+                if (record := self._resolve(user_id, outcomes)) is not None:
+                    users[user_id] = record
+        return self._publish(self.index.assign(users))
 
     async def _refresh(self, keys: Collection[str]) -> Diff:
         owners: dict[str, SourceObject] = {}
@@ -440,10 +458,10 @@ class Pipeline:
                 removals.append(user_id)
             else:
                 upserts.append(record)
-        return self._commit(upserts, removals)
+        return self._publish(self.index.apply(upserts, removals))
 
-    def _commit(self, upserts: list[UserRecord], removals: list[str]) -> Diff:
-        diff = self.index.apply(upserts, removals)
+    def _publish(self, diff: Diff) -> Diff:
+        """Tell the listeners what changed, if anything did."""
         if diff:
             for listener in self.listeners:
                 listener(diff)
