@@ -198,7 +198,8 @@ def notes(threads: int, changes: int, concurrency: int, duration: float, rounds:
         "the benchmark's users, born 1910) shows it, polled every 2 ms, then a random 0-100 ms pause. "
         "Floor: `watchfiles.awatch` alone with the same debounce/step, timed until it yields the file.",
         "Queries: `python -m bench.server` runs `create_app(settings)` (empty folder store, no "
-        "watcher) and fills its index with generated records through `UserIndex.apply` (no files): "
+        "watcher) and fills its index with generated records through `UserIndex.apply` (no files), then freezes them "
+        "for the garbage collector as the service's load does: "
         "births 1940-2010 except about 100 users born 1921-1925, which "
         f"`/data?{OLD_QUERY}` returns. /data keeps the bodies of its last 32 answers for as long as the "
         "index does not change, so a repeated query is answered from there; the same users asked with "
