@@ -113,3 +113,50 @@ async def test_after_a_restart_the_index_keeps_the_loaded_records_not_the_restor
     for record in restored.records():  # one copy of each string: the loaded ones
         assert record.img_path is again.png_keys[record.user_id]
         assert record.first_name is sys.intern(record.first_name)
+
+
+@pytest.mark.parametrize("force", [True, False], ids=["forced", "incremental"])
+async def test_csvs_deleted_between_the_listing_and_the_read_are_gone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, force: bool
+) -> None:
+    source = tmp_path / "bucket" / PREFIX
+    source.mkdir(parents=True)
+
+    def user(name: str, first: str) -> None:
+        (source / name).write_text(f"first_name, last_name, birthts\n{first}, Lee, 0\n")
+
+    user("1.csv", "One")
+    user("2.csv", "Two")
+    user("2.CSV", "Also Two")  # a conflict, until one of them goes
+    user("3.csv", "Three")
+    store = FolderStore(tmp_path, "bucket", PREFIX)
+    pipeline = Pipeline(store, UserIndex(), PREFIX)
+    if not force:
+        await pipeline.load()
+        assert [r.user_id for r in pipeline.index.records()] == ["1", "3"]  # 2 is a conflict
+        user("1.csv", "Uno")  # changed, so an incremental rescan reads it
+        user("2.csv", "Dos")
+        user("2.CSV", "Dos too")
+    real = FolderStore.read_many
+
+    async def read_many(self, keys, parse):  # type: ignore[no-untyped-def]
+        (source / "1.csv").unlink(missing_ok=True)
+        (source / "2.CSV").unlink(missing_ok=True)
+        return await real(self, keys, parse)
+
+    monkeypatch.setattr(FolderStore, "read_many", read_many)
+    if force:
+        await pipeline.load()
+    else:
+        task = asyncio.create_task(pipeline.run())  # rescans are run by the pipeline's task
+        try:
+            await pipeline.rescan(force=False)
+        finally:
+            task.cancel()
+    monkeypatch.setattr(FolderStore, "read_many", real)
+    first = {r.user_id: r.first_name for r in pipeline.index.records()}
+    assert first == {"2": "Two" if force else "Dos", "3": "Three"}
+    assert not pipeline.rejected and not pipeline._conflicts
+    fresh = Pipeline(store, UserIndex(), PREFIX)
+    await fresh.load()
+    assert _state(fresh) == _state(pipeline)

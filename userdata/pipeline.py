@@ -312,21 +312,18 @@ class Pipeline:
             else:
                 others.append(user_id)
         if others:
-            outcomes: dict[str, Outcome] = {}
-            for user_id in others:
-                for key in _each(csv_keys[user_id]):
-                    content = contents[key]
-                    if content is None:  # gone since listed
-                        rest = _without(csv_keys[user_id], key)
-                        if rest is None:
-                            del csv_keys[user_id]
-                        else:
-                            csv_keys[user_id] = rest
-                    elif isinstance(content, ObjectError):
-                        versions[key] = _UNREAD
-                        outcomes[key] = f"cannot read: {content}"
-                    else:
-                        versions[key], outcomes[key] = content
+            found: dict[str, Version | None] = {}
+            outcomes = _split({key: contents[key] for user_id in others for key in _each(csv_keys[user_id])}, found)
+            for key, version in found.items():
+                if version is not None:
+                    versions[key] = version
+                    continue
+                user_id = key[start:-4]  # gone since listed
+                rest = _without(csv_keys[user_id], key)
+                if rest is None:
+                    del csv_keys[user_id]
+                else:
+                    csv_keys[user_id] = rest
             for user_id in others:
                 if (record := self._resolve(user_id, outcomes)) is not None:
                     users[user_id] = record
@@ -375,17 +372,7 @@ class Pipeline:
         if not keys:
             return {}
         # Parsed as they arrive: a whole load's bytes are never held at once.
-        contents = await self.store.read_many(keys, _parser(time.time_ns() // 1_000_000))
-        outcomes: dict[str, Outcome] = {}
-        for key, content in contents.items():
-            if content is None:
-                found[key] = None
-            elif isinstance(content, ObjectError):
-                found[key] = _UNREAD
-                outcomes[key] = f"cannot read: {content}"
-            else:
-                found[key], outcomes[key] = content
-        return outcomes
+        return _split(await self.store.read_many(keys, _parser(time.time_ns() // 1_000_000)), found)
 
     def _unknown_csvs(
         self, found: dict[str, Version | None], owners: dict[str, SourceObject], outcomes: dict[str, Outcome]
@@ -534,6 +521,22 @@ def _parser(now_ms: int) -> Callable[[bytes], Outcome]:
             return str(e)
 
     return parse
+
+
+def _split(
+    contents: dict[str, tuple[Version, Outcome] | ObjectError | None], found: dict[str, Version | None]
+) -> dict[str, Outcome]:
+    """The outcome of every key read, its version put in ``found`` (None: gone, _UNREAD: unreadable)."""
+    outcomes: dict[str, Outcome] = {}
+    for key, content in contents.items():
+        if content is None:
+            found[key] = None
+        elif isinstance(content, ObjectError):
+            found[key] = _UNREAD
+            outcomes[key] = f"cannot read: {content}"
+        else:
+            found[key], outcomes[key] = content
+    return outcomes
 
 
 def _retrieve(future: asyncio.Future[RescanReport]) -> None:
