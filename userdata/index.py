@@ -254,18 +254,20 @@ class UserIndex:
 
     def query(self, filters: Filters, now_ms: int) -> list[UserRecord]:
         """Records matching ``filters`` on the UTC date of ``now_ms``, sorted by user_id."""
+        return self.select(filters.has_image, birth_days(filters, now_ms))
+
+    def select(self, has_image: bool | None, span: tuple[int | None, int | None] | None) -> list[UserRecord]:
+        """Records with an image or not (None: either) born in ``span`` (:func:`birth_days`), sorted."""
         users = self._users
-        span = birth_days(filters, now_ms)
         if span is None:
             return []
         lo, hi = span
         if lo is None and hi is None:
-            if filters.has_image is None:
+            if has_image is None:
                 return self.records()
-            want = filters.has_image
-            return [r for r in map(users.__getitem__, self._sorted_ids) if (r.img_path is not None) is want]
+            return [r for r in map(users.__getitem__, self._sorted_ids) if (r.img_path is not None) is has_image]
         ids: list[str] = []
-        for group in self._selected_groups(filters):
+        for group in self._groups if has_image is None else (self._groups[has_image],):
             group.add_ids(lo, hi, ids)
         ids.sort()
         return [users[uid] for uid in ids]

@@ -294,8 +294,7 @@ class Pipeline:
                 versions[key] = version
             if keys_of.setdefault(user_id, key) is not key:  # a second CSV or image of the user
                 keys_of[user_id] = _with(keys_of[user_id], key)
-        # Parsed as they arrive: a whole load's bytes are never held at once.
-        contents = await self.store.read_many(read, _parser(time.time_ns() // 1_000_000)) if read else {}
+        contents = await self._read_parsed(read)
         self._succeeded()
         self.versions, self.csv_keys, self.png_keys = versions, csv_keys, png_keys
         self.rejected, self._conflicts = {}, set()  # every CSV is read: _resolve says again what is wrong
@@ -369,10 +368,14 @@ class Pipeline:
 
     async def _read(self, keys: Collection[str], found: dict[str, Version | None]) -> dict[str, Outcome]:
         """Read and parse ``keys``, recording their versions in ``found``."""
+        return _split(await self._read_parsed(keys), found)
+
+    async def _read_parsed(self, keys: Collection[str]) -> dict[str, tuple[Version, Outcome] | ObjectError | None]:
+        """What the store has for ``keys``, each CSV parsed (or why it is rejected)."""
         if not keys:
             return {}
         # Parsed as they arrive: a whole load's bytes are never held at once.
-        return _split(await self.store.read_many(keys, _parser(time.time_ns() // 1_000_000)), found)
+        return await self.store.read_many(keys, _parser(time.time_ns() // 1_000_000))
 
     def _unknown_csvs(
         self, found: dict[str, Version | None], owners: dict[str, SourceObject], outcomes: dict[str, Outcome]
