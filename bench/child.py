@@ -10,13 +10,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .cold import load_floor_folder, load_floor_s3, load_folder, load_s3
+from .cold import load_floor_folder, load_floor_s3, load_folder, load_least_folder, load_s3
 from .memory import measure_memory
 from .procs import memory_kib
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "load_folder": load_folder,
     "load_floor_folder": load_floor_folder,
+    "load_least_folder": load_least_folder,
     "load_s3": load_s3,
     "load_floor_s3": load_floor_s3,
     "memory": measure_memory,

@@ -2,12 +2,14 @@
 
 Each function runs in a fresh interpreter (``bench.child``), so its peak RSS is its own. The
 floors do only the I/O a load cannot avoid, at the service's own concurrency: list the source
-objects and read every CSV's bytes; nothing is parsed, PNGs are only listed.
+objects and read every CSV's bytes; nothing is parsed, PNGs are only listed. For the folder,
+:func:`load_least_folder` is a second reference: the least Python work a load does at all.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
 import os
 import time
@@ -19,6 +21,7 @@ from aiobotocore.session import get_session
 
 from userdata.index import UserIndex
 from userdata.pipeline import Pipeline
+from userdata.records import UserRecord, parse_user_csv
 from userdata.stores import Store
 from userdata.stores.folder import FolderStore
 from userdata.stores.s3 import S3Store
@@ -26,7 +29,15 @@ from userdata.stores.s3 import S3Store
 from .datagen import BUCKET, PREFIX
 from .procs import memory_kib
 
-__all__ = ("folder_threads", "load_floor_folder", "load_floor_s3", "load_folder", "load_s3")
+__all__ = (
+    "folder_threads",
+    "load_floor_folder",
+    "load_floor_s3",
+    "least_load",
+    "load_folder",
+    "load_least_folder",
+    "load_s3",
+)
 
 _CHUNK = 128  # files per task of the folder floor, as the folder store hands to a thread
 
@@ -87,6 +98,54 @@ def load_floor_folder(data_dir: str, users: int) -> dict[str, Any]:
     if len(paths) != users:
         raise RuntimeError(f"found {len(paths)} CSVs, expected {users}")
     return {"seconds": seconds, "objects": len(names), "bytes": size}
+
+
+def load_least_folder(data_dir: str, users: int) -> dict[str, Any]:
+    """Time :func:`least_load`: the least Python work a load from the folder does."""
+    gc.disable()  # as the service's load
+    started = time.perf_counter()
+    index = least_load(data_dir)
+    seconds = time.perf_counter() - started
+    gc.enable()
+    if len(index) != users:
+        raise RuntimeError(f"loaded {len(index)} users, expected {users}")
+    return {"seconds": seconds}
+
+
+def least_load(data_dir: str) -> UserIndex:
+    """The floor's I/O plus what every user costs at the least, for valid demo files only.
+
+    One loop on one thread (no hops, no batches, no GIL shared with anyone) lists the folder,
+    opens, fstats (a version is kept for rescans) and reads each CSV, parses it with the service's
+    parser and makes its record, then fills a ``UserIndex``. No catalog of keys, no checks for
+    conflicts, errors or other kinds of file: what the service does beyond this is its own cost.
+    """
+    source = os.path.join(data_dir, BUCKET, PREFIX)
+    csvs: dict[str, str] = {}  # user_id -> file name
+    images: dict[str, str] = {}  # user_id -> key
+    with os.scandir(source) as entries:
+        for entry in entries:
+            name = entry.name
+            suffix = name[-4:].lower()
+            if suffix == ".csv":
+                csvs[name[:-4]] = name
+            elif suffix == ".png":
+                images[name[:-4]] = PREFIX + name
+    now_ms = time.time_ns() // 1_000_000
+    versions: dict[str, tuple[int, int]] = {}
+    records: dict[str, UserRecord] = {}
+    for user_id, name in csvs.items():
+        fd = os.open(f"{source}/{name}", os.O_RDONLY)
+        try:
+            st = os.fstat(fd)
+            data = os.read(fd, st.st_size + 1)
+        finally:
+            os.close(fd)
+        versions[name] = (st.st_size, st.st_mtime_ns)
+        records[user_id] = UserRecord(user_id, *parse_user_csv(data, now_ms=now_ms), images.get(user_id))
+    index = UserIndex()
+    index.assign(records)
+    return index
 
 
 async def _floor_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
