@@ -442,7 +442,7 @@ async def test_concurrent_rescans_all_succeed_and_agree(
 # /health before the first load.
 
 
-async def test_health_is_503_degraded_until_the_store_can_be_listed(data_dir: Path) -> None:
+async def test_health_and_rescan_are_503_until_the_store_can_be_listed(data_dir: Path) -> None:
     source = data_dir / "datalake" / "src-data"
     source.parent.mkdir(parents=True)
     source.write_bytes(b"a file where the source folder should be")
@@ -467,6 +467,8 @@ async def test_health_is_503_degraded_until_the_store_can_be_listed(data_dir: Pa
         cause = seen[-1]["cause"]
         assert isinstance(cause, str) and cause.strip(), cause
         assert await service.get("/data") == []
+        # A rescan cannot do better than the load that waits for the store: it says so at once.
+        await assert_error(await client.post("/data"), 503, "not loaded yet")
 
         source.unlink()
         source.mkdir()

@@ -60,7 +60,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "demo":
             sub.add_argument("--users", type=int, default=100, help="number of users (default 100)")
             sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-            sub.add_argument("--if-empty", action="store_true", help="do nothing if the folder has CSV files")
+            sub.add_argument(
+                "--if-empty", action="store_true", help="do nothing if the source prefix already has CSV files"
+            )
     return parser
 
 

@@ -114,8 +114,12 @@ async def get_stats(request: web.Request) -> web.Response:
 @routes.post("/data")
 async def rescan(request: web.Request) -> web.Response:
     """A full forced rescan; concurrent calls share one."""
+    pipeline = request.app[PIPELINE]
+    if not pipeline.loaded.is_set() and pipeline.store_error is not None:
+        # The first load is still waiting for the store, and a rescan would only run after it.
+        return json_error(503, f"not loaded yet: {pipeline.store_error}")
     try:
-        report = await request.app[PIPELINE].rescan(force=True)
+        report = await pipeline.rescan(force=True)
     except StoreUnavailable as e:
         return json_error(503, f"store unavailable: {e}")
     return _json(dataclasses.asdict(report))
