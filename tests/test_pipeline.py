@@ -160,3 +160,56 @@ async def test_csvs_deleted_between_the_listing_and_the_read_are_gone(
     fresh = Pipeline(store, UserIndex(), PREFIX)
     await fresh.load()
     assert _state(fresh) == _state(pipeline)
+
+
+async def test_an_incremental_rescan_costs_what_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    import userdata.pipeline as pipeline_module
+
+    source = tmp_path / "bucket" / PREFIX
+    source.mkdir(parents=True)
+    for i in range(50):
+        (source / f"{i}.csv").write_text(f"first_name, last_name, birthts\nAnn{i}, Lee, {i * 10**11}\n")
+        (source / f"{i}.png").write_bytes(b"\x89PNG")
+    store = FolderStore(tmp_path, "bucket", PREFIX)
+    pipeline = Pipeline(store, UserIndex(), PREFIX)
+    await pipeline.load()
+
+    read: list[str] = []
+    resolved: list[str] = []
+    threads: list[threading.Thread] = []
+    real_read, real_resolve, real_changes = FolderStore.read_many, Pipeline._resolve, pipeline_module._changes
+
+    async def read_many(self, keys, parse):  # type: ignore[no-untyped-def]
+        read.extend(keys)
+        return await real_read(self, keys, parse)
+
+    def resolve(self, user_id, outcomes):  # type: ignore[no-untyped-def]
+        resolved.append(user_id)
+        return real_resolve(self, user_id, outcomes)
+
+    def changes(*args):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread())
+        return real_changes(*args)
+
+    monkeypatch.setattr(FolderStore, "read_many", read_many)
+    monkeypatch.setattr(Pipeline, "_resolve", resolve)
+    monkeypatch.setattr(pipeline_module, "_changes", changes)
+
+    report = await pipeline._scan(force=False, started=0.0)
+    assert (report.added, report.updated, report.removed) == (0, 0, 0)
+    assert (read, resolved) == ([], []), "nothing changed: nothing read, no user looked at"
+    assert threads and threading.main_thread() not in threads, "the comparison runs off the event loop"
+
+    (source / "7.csv").write_text("first_name, last_name, birthts\nBob, Lee, 0\n")
+    os.utime(source / "7.csv", ns=(1, 1))  # another version, whatever the clock's resolution
+    (source / "8.png").unlink()
+    (source / "9.csv").unlink()
+    report = await pipeline._scan(force=False, started=0.0)
+    assert (report.added, report.updated, report.removed) == (0, 2, 1)
+    assert read == [PREFIX + "7.csv"]
+    assert sorted(resolved) == ["7", "8", "9"]
+    assert pipeline.index.get("7").first_name == "Bob"  # type: ignore[union-attr]
+    assert pipeline.index.get("8").img_path is None  # type: ignore[union-attr]
+    assert "9" not in pipeline.index

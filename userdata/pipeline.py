@@ -26,6 +26,8 @@ __all__ = ("Pipeline", "RescanReport")
 logger = logging.getLogger("userdata.pipeline")
 
 Outcome = UserFields | str  # parsed fields, or why the file was rejected
+#: what the store read: each key's version and outcome, or why it could not be read, or None: gone
+Contents = dict[str, tuple[Version, Outcome] | ObjectError | None]
 Restore = Callable[[], Awaitable[list[UserRecord]]]
 Listener = Callable[[Diff], None]
 #: The version of an object that could not be read: it never equals a listed one, so the next
@@ -244,23 +246,13 @@ class Pipeline:
         )
 
     async def _scan_changed(self, listing: Listing) -> Diff:
-        """Read the CSVs whose versions changed, and apply what was added or removed."""
-        prefix, versions = self.prefix, self.versions
-        found: dict[str, Version | None] = {}
-        owners: dict[str, SourceObject] = {}
-        read: list[str] = []
-        for key, version in listing.items():
-            obj = classify(key, prefix)
-            if obj is None:
-                continue
-            owners[key] = obj
-            if obj.kind == "csv" and versions.get(key) != version:
-                read.append(key)
-            else:
-                found[key] = version
-        for key in versions.keys() - listing.keys():
-            found[key] = None
-            owners[key] = classify(key, prefix)  # type: ignore[assignment]  # known, so a source object
+        """Read the CSVs whose versions changed, and apply what was added or removed.
+
+        Its cost follows what changed: an object listed with the version it had is passed over.
+        Comparing the listing with the catalog runs on a worker thread (at a million objects it
+        would hold up the event loop for most of a second); nothing else writes the catalog.
+        """
+        found, owners, read = await asyncio.to_thread(_changes, listing, self.versions, self.prefix)
         return await self._update(found, owners, read)
 
     async def _scan_all(self, listing: Listing) -> Diff:
@@ -268,49 +260,18 @@ class Pipeline:
 
         The outcome is what :meth:`_apply` would make of every key, at a fraction of its cost:
         one pass over the listing, then one over the users, where nearly every user (one CSV, read
-        and valid) becomes its record at once; the few others go through :meth:`_resolve`.
+        and valid) becomes its record at once; the few others go through :meth:`_resolve`. Both
+        passes run on a worker thread: the event loop only waits, and then updates the index.
         """
         prefix = self.prefix
-        start = len(prefix)
-        versions: dict[str, Version] = {}
-        csv_keys: dict[str, Keys] = {}
-        png_keys: dict[str, Keys] = {}
-        read: list[str] = []
-        for key, version in listing.items():
-            # classify(), inline: this runs once for every object in the store.
-            suffix = key[-4:].lower()
-            if suffix == ".csv":
-                keys_of = csv_keys
-            elif suffix == ".png":
-                keys_of = png_keys
-            else:
-                continue
-            user_id = key[start:-4]
-            if not user_id or user_id[0] == "." or "/" in user_id or not key.startswith(prefix):
-                continue
-            if keys_of is csv_keys:
-                read.append(key)
-            else:
-                versions[key] = version
-            if keys_of.setdefault(user_id, key) is not key:  # a second CSV or image of the user
-                keys_of[user_id] = _with(keys_of[user_id], key)
+        versions, csv_keys, png_keys, read = await asyncio.to_thread(_catalog, listing, prefix)
         contents = await self._read_parsed(read)
         self._succeeded()
+        users, others = await asyncio.to_thread(_records, contents, versions, csv_keys, png_keys)
         self.versions, self.csv_keys, self.png_keys = versions, csv_keys, png_keys
         self.rejected, self._conflicts = {}, set()  # every CSV is read: _resolve says again what is wrong
-        users: dict[str, UserRecord] = {}
-        others: list[str] = []  # users with several CSVs, or one that is gone, unreadable or invalid
-        for user_id, csvs in csv_keys.items():
-            content = contents.get(csvs) if type(csvs) is str else None
-            # The usual user: its only CSV, read and valid (_resolve's first case, inline).
-            if type(content) is tuple and type(fields := content[1]) is UserFields:
-                versions[csvs] = content[0]  # type: ignore[index]  # a str, as content is not None
-                pngs = png_keys.get(user_id)
-                img_path = pngs if pngs is None or type(pngs) is str else pngs[0]
-                users[user_id] = _new(UserRecord, (user_id, *fields, img_path))
-            else:
-                others.append(user_id)
         if others:
+            start = len(prefix)
             found: dict[str, Version | None] = {}
             outcomes = _split({key: contents[key] for user_id in others for key in _each(csv_keys[user_id])}, found)
             for key, version in found.items():
@@ -370,7 +331,7 @@ class Pipeline:
         """Read and parse ``keys``, recording their versions in ``found``."""
         return _split(await self._read_parsed(keys), found)
 
-    async def _read_parsed(self, keys: Collection[str]) -> dict[str, tuple[Version, Outcome] | ObjectError | None]:
+    async def _read_parsed(self, keys: Collection[str]) -> Contents:
         """What the store has for ``keys``, each CSV parsed (or why it is rejected)."""
         if not keys:
             return {}
@@ -514,6 +475,87 @@ def _without(keys: Keys, key: str) -> Keys | None:
 _new = tuple.__new__
 
 
+def _changes(
+    listing: Listing, versions: dict[str, Version], prefix: str
+) -> tuple[dict[str, Version | None], dict[str, SourceObject], list[str]]:
+    """What an incremental scan must look at: (found, owners, read) for :meth:`Pipeline._update`.
+
+    ``found`` has the images new or changed (by version) and every object gone (None), ``read``
+    the CSVs new or changed, ``owners`` classifies them all.
+    """
+    found: dict[str, Version | None] = {}
+    owners: dict[str, SourceObject] = {}
+    read: list[str] = []
+    known = 0  # objects of the catalog that are listed
+    for key, version in listing.items():
+        seen = versions.get(key)
+        if seen is not None:
+            known += 1
+            if seen == version:
+                continue
+        obj = classify(key, prefix)
+        if obj is None:
+            continue
+        owners[key] = obj
+        if obj.kind == "csv":
+            read.append(key)
+        else:
+            found[key] = version
+    if known != len(versions):  # some are gone
+        for key in versions.keys() - listing.keys():
+            found[key] = None
+            owners[key] = classify(key, prefix)  # type: ignore[assignment]  # known, so a source object
+    return found, owners, read
+
+
+def _catalog(listing: Listing, prefix: str) -> tuple[dict[str, Version], dict[str, Keys], dict[str, Keys], list[str]]:
+    """A fresh catalog of ``listing``: (versions of the images, csv_keys, png_keys, CSVs to read)."""
+    start = len(prefix)
+    versions: dict[str, Version] = {}
+    csv_keys: dict[str, Keys] = {}
+    png_keys: dict[str, Keys] = {}
+    read: list[str] = []
+    for key, version in listing.items():
+        # classify(), inline: this runs once for every object in the store.
+        suffix = key[-4:].lower()
+        if suffix == ".csv":
+            keys_of = csv_keys
+        elif suffix == ".png":
+            keys_of = png_keys
+        else:
+            continue
+        user_id = key[start:-4]
+        if not user_id or user_id[0] == "." or "/" in user_id or not key.startswith(prefix):
+            continue
+        if keys_of is csv_keys:
+            read.append(key)
+        else:
+            versions[key] = version
+        if keys_of.setdefault(user_id, key) is not key:  # a second CSV or image of the user
+            keys_of[user_id] = _with(keys_of[user_id], key)
+    return versions, csv_keys, png_keys, read
+
+
+def _records(
+    contents: Contents, versions: dict[str, Version], csv_keys: dict[str, Keys], png_keys: dict[str, Keys]
+) -> tuple[dict[str, UserRecord], list[str]]:
+    """The record of every usual user (its only CSV, read and valid), its version put in
+    ``versions``; and the users that need :meth:`Pipeline._resolve` (several CSVs, or one that is
+    gone, unreadable or invalid)."""
+    users: dict[str, UserRecord] = {}
+    others: list[str] = []
+    for user_id, csvs in csv_keys.items():
+        content = contents.get(csvs) if type(csvs) is str else None
+        if type(content) is tuple and type(fields := content[1]) is UserFields:
+            versions[csvs] = content[0]  # type: ignore[index]  # a str, as content is not None
+            pngs = png_keys.get(user_id)
+            img_path = pngs if pngs is None or type(pngs) is str else pngs[0]
+            users[user_id] = _new(UserRecord, (user_id, *fields, img_path))
+        else:
+            others.append(user_id)
+    return users, others
+
+
 def _parser(now_ms: int) -> Callable[[bytes], Outcome]:
     """parse_user_csv at ``now_ms``, a rejection as its reason (one call: it runs once per file)."""
 
@@ -526,9 +568,7 @@ def _parser(now_ms: int) -> Callable[[bytes], Outcome]:
     return parse
 
 
-def _split(
-    contents: dict[str, tuple[Version, Outcome] | ObjectError | None], found: dict[str, Version | None]
-) -> dict[str, Outcome]:
+def _split(contents: Contents, found: dict[str, Version | None]) -> dict[str, Outcome]:
     """The outcome of every key read, its version put in ``found`` (None: gone, _UNREAD: unreadable)."""
     outcomes: dict[str, Outcome] = {}
     for key, content in contents.items():

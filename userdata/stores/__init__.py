@@ -49,8 +49,8 @@ class Store(Protocol):
     ) -> dict[str, tuple[Version, T] | ObjectError | None]:
         """Version and ``parse(body)`` of each key, None where the object does not exist (any more).
 
-        ``parse`` runs as the bodies arrive (a few thousand at a time at most), so a large batch is
-        never held as bytes; it must not raise.
+        ``parse`` runs as the bodies arrive, so a large batch is never held as bytes; it must not
+        raise, and may run on another thread (the folder store parses where it reads).
         """
         ...
 

@@ -23,8 +23,7 @@ T = TypeVar("T")
 #: Files per thread hop at the least; a large batch goes in a few large chunks per thread, as
 #: every hop costs far more than a file read from the page cache.
 _CHUNK = 128
-#: Files read between two parsing rounds of read_many: at most this many bodies are held at once,
-#: and parsing them holds up the event loop for a few milliseconds.
+#: Files per round of read_many: each round runs on one thread or on all (see read_many).
 _BATCH = 4096
 #: Every this many batches, read_many times one on one thread and one on all its threads.
 _TRIAL_EVERY = 8
@@ -92,12 +91,16 @@ class FolderStore:
     async def read_many(
         self, keys: Collection[str], parse: Callable[[bytes], T]
     ) -> dict[str, tuple[Version, T] | ObjectError | None]:
-        # In batches, each parsed here once read rather than in the reading threads: Python work
-        # there holds the GIL that another reading thread wants back after every system call.
+        # Each body is parsed at once by the thread that read it: bytes are never held in bulk,
+        # only outcomes come back, and the event loop does none of the parsing.
+        def read_parsed(key: str) -> tuple[Version, T] | ObjectError | None:
+            found = self._read_one(key)
+            return found if found is None or isinstance(found, ObjectError) else (found[0], parse(found[1]))
+
         out: dict[str, tuple[Version, T] | ObjectError | None] = {}
-        # From the page cache one thread reads fastest (more only take turns at the GIL); from
-        # the disk more threads overlap the waits. Which is faster now, two batches in every few
-        # tell, one read on each setting; the batches between follow the faster.
+        # From the page cache one thread is fastest (more only take turns at the GIL); from the
+        # disk more threads overlap the waits. Which is faster now, two rounds in every few tell,
+        # one on each setting; the rounds between follow the faster.
         seconds_per_file = {1: 0.0, self._thread_count: 0.0}
         threads = 1
         for i, batch in enumerate(_chunks(keys, _BATCH)):
@@ -105,13 +108,11 @@ class FolderStore:
             if trial < 2:
                 threads = 1 if trial == 0 else self._thread_count
             started = time.perf_counter()
-            found = await self._in_threads(self._read_one, batch, threads)
+            out.update(await self._in_threads(read_parsed, batch, threads))
             if trial < 2:
                 seconds_per_file[threads] = (time.perf_counter() - started) / len(batch)
                 if trial == 1:
                     threads = min(seconds_per_file, key=seconds_per_file.__getitem__)
-            for key, body in found.items():
-                out[key] = body if body is None or isinstance(body, ObjectError) else (body[0], parse(body[1]))
         return out
 
     async def stat_many(self, keys: Collection[str]) -> dict[str, Version | ObjectError | None]:
