@@ -9,8 +9,9 @@ with nothing but the I/O, or the framework's trivial handler) and the issue's ta
 4. GET /stats and a filtered GET /data;                     ceiling: a trivial handler in the app
 5. index memory per user;                                   floor: the records in a plain dict
 6. writing output.csv under load, longest event-loop stall; floor: writing the bytes; idle ticker
+7. incremental and forced rescans, longest event-loop stall; baseline: the ticker, no rescan
 
-Measurements run one at a time, each cold load in a fresh interpreter. Sizes of 1 and 2 come
+Measurements run one at a time, each cold load in a fresh interpreter. Sizes of 1, 2 and 7 come
 from ``--sizes`` (S3: those up to 100,000, or ``--s3-sizes``); 4, 5 and 6 run at the largest size.
 """
 
@@ -94,6 +95,24 @@ def bench_folder(data_dir: Path, users: int, repeat: int, raw: dict[str, Any]) -
             f"{peak / floor_peak:.2f}x"),
         Row("1", "RSS kept after the load, per user (index + catalog)", users, f"{retained:,.0f} B", "", ""),
     ]  # fmt: skip
+
+
+def bench_rescans(data_dir: Path, users: int, raw: dict[str, Any]) -> list[Row]:
+    """Benchmark 7 at one size."""
+    measured = run_child("rescans", data_dir=str(data_dir), users=users)
+    raw[f"rescans_{users}"] = measured
+    idle = measured["baseline"]["max_ms"]
+    rows = []
+    for name, what in (
+        ("incremental", "incremental rescan (nothing changed)"),
+        ("forced", "forced rescan (POST /data)"),
+    ):
+        run = measured[name]
+        rows.append(
+            Row("7", f"{what}: its time, longest event-loop stall", users,
+                f"{_duration(run['seconds'])}, {run['max_ms']:.0f} ms", f"idle: {idle:.0f} ms", "")
+        )  # fmt: skip
+    return rows
 
 
 def bench_s3(endpoint: str, bucket: str, users: int, repeat: int, raw: dict[str, Any]) -> list[Row]:
@@ -240,6 +259,11 @@ def notes(threads: int, changes: int, concurrency: int, duration: float, rounds:
         "task sleeping 1 ms records its lateness, and the load generator keeps sending `GET /stats`. "
         "Floor: `store.write` of the same bytes alone; stall baseline: the same ticker for 2 s under "
         "the same load, no write.",
+        "Rescans: in a fresh interpreter, `Pipeline.run()` loads the folder of benchmark 1, then "
+        "`rescan(force=False)` (the periodic rescan: list with versions, read what changed: nothing "
+        "here) and `rescan(force=True)` (`POST /data`: every CSV read again) run in turn while a task "
+        "sleeping 1 ms records how late it wakes (the sleep under way when the rescan ends included); "
+        "baseline: the same ticker for 1 s before them.",
     ]
 
 
@@ -262,6 +286,8 @@ def run_suite(args: argparse.Namespace) -> None:
                 if "folder" in only:
                     log(f"folder: cold load of {users:,} users")
                     rows += bench_folder(data_dir, users, args.repeat if users <= 100_000 else 1, raw)
+                    log(f"rescans: at {users:,} users")
+                    rows += bench_rescans(data_dir, users, raw)
                 if "latency" in only:
                     log(f"latency: {args.changes} changes at {users:,} users")
                     rows += bench_latency(data_dir, users, args.changes, raw)

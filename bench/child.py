@@ -13,6 +13,7 @@ from typing import Any
 from .cold import load_floor_folder, load_floor_s3, load_folder, load_least_folder, load_s3
 from .memory import measure_memory
 from .procs import memory_kib
+from .rescan import measure_rescans
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "load_folder": load_folder,
@@ -21,6 +22,7 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "load_s3": load_s3,
     "load_floor_s3": load_floor_s3,
     "memory": measure_memory,
+    "rescans": measure_rescans,
 }
 
 
