@@ -64,6 +64,19 @@ class _Folder:
             self._write(ignored, f"first_name, last_name, birthts\nIg, Nored, {rng.randrange(10**12)}\n".encode())
 
 
+async def _loaded_users(tmp_path: Path, users: int) -> tuple[FolderStore, Pipeline, Path]:
+    """A folder of ``users`` valid users, each with an image, and a pipeline that loaded it."""
+    source = tmp_path / "bucket" / PREFIX
+    source.mkdir(parents=True)
+    for i in range(users):
+        (source / f"{i}.csv").write_text(f"first_name, last_name, birthts\nAnn{i}, Lee, {i * 10**11}\n")
+        (source / f"{i}.png").write_bytes(b"\x89PNG")
+    store = FolderStore(tmp_path, "bucket", PREFIX)
+    pipeline = Pipeline(store, UserIndex(), PREFIX)
+    await pipeline.load()
+    return store, pipeline, source
+
+
 @pytest.mark.parametrize("seed", range(6))
 async def test_a_forced_scan_agrees_with_the_changes_applied_one_by_one(tmp_path: Path, seed: int) -> None:
     folder = _Folder(tmp_path, random.Random(seed))
@@ -95,14 +108,7 @@ async def test_after_a_restart_the_index_keeps_the_loaded_records_not_the_restor
 
     from userdata.sinks.output_csv import OutputWriter
 
-    source = tmp_path / "bucket" / PREFIX
-    source.mkdir(parents=True)
-    for i in range(5):
-        (source / f"{i}.csv").write_text(f"first_name, last_name, birthts\nAnn{i}, Lee, {i * 10**11}\n")
-        (source / f"{i}.png").write_bytes(b"\x89PNG")
-    store = FolderStore(tmp_path, "bucket", PREFIX)
-    first = Pipeline(store, UserIndex(), PREFIX)
-    await first.load()
+    store, first, _ = await _loaded_users(tmp_path, 5)
     assert await OutputWriter(store, first.index, "out/output.csv").flush()
 
     restored = UserIndex()
@@ -167,14 +173,7 @@ async def test_an_incremental_rescan_costs_what_changed(tmp_path: Path, monkeypa
 
     import userdata.pipeline as pipeline_module
 
-    source = tmp_path / "bucket" / PREFIX
-    source.mkdir(parents=True)
-    for i in range(50):
-        (source / f"{i}.csv").write_text(f"first_name, last_name, birthts\nAnn{i}, Lee, {i * 10**11}\n")
-        (source / f"{i}.png").write_bytes(b"\x89PNG")
-    store = FolderStore(tmp_path, "bucket", PREFIX)
-    pipeline = Pipeline(store, UserIndex(), PREFIX)
-    await pipeline.load()
+    _, pipeline, source = await _loaded_users(tmp_path, 50)
 
     read: list[str] = []
     resolved: list[str] = []
