@@ -375,6 +375,22 @@ def test_assign_makes_the_index_hold_exactly_the_given_users() -> None:
     assert index.assign({}).removed == ["a", "b", "d"] and len(index) == 0 and index.records() == []
 
 
+def test_differences_are_what_assign_would_change_and_change_nothing() -> None:
+    index = UserIndex()
+    a, b, c = record("a", ms(1990, 1, 1)), record("b", ms(1980, 1, 1), img=True), record("c", ms(1970, 1, 1))
+    index.assign({"a": a, "b": b, "c": c})
+    b2, d = record("b", ms(1980, 1, 1), first="Bea"), record("d", ms(2001, 1, 1))
+    a_again = UserRecord(*a)  # equal, another object: not a difference
+    wanted = {"a": a_again, "b": b2, "d": d}
+    upserts, removals = index.differences(wanted)
+    assert (upserts, removals) == ([b2, d], ["c"])
+    assert index.version == 1 and index.records() == [a, b, c], "only read"
+    diff = index.apply(upserts, removals)
+    assert (diff.added, diff.updated, diff.removed) == ([d], [b2], ["c"])
+    assert index.records() == [a, b2, d] and index.get("a") is a
+    assert index.differences(wanted) == ([], [])
+
+
 def test_applying_an_identical_record_changes_nothing() -> None:
     index = UserIndex()
     a = record("a", ms(1990, 1, 1), img=True)

@@ -212,3 +212,68 @@ async def test_an_incremental_rescan_costs_what_changed(tmp_path: Path, monkeypa
     assert pipeline.index.get("7").first_name == "Bob"  # type: ignore[union-attr]
     assert pipeline.index.get("8").img_path is None  # type: ignore[union-attr]
     assert "9" not in pipeline.index
+
+
+async def test_a_forced_rescan_applies_what_changed_and_keeps_one_copy_of_each_string(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, pipeline, source = await _loaded_users(tmp_path, 20)
+    before = {record.user_id: record for record in pipeline.index.records()}
+    applied: list[tuple[list[str], list[str]]] = []
+    real_apply = UserIndex.apply
+
+    def apply(self, upserts=(), removals=()):  # type: ignore[no-untyped-def]
+        upserts, removals = list(upserts), list(removals)
+        applied.append(([record.user_id for record in upserts], removals))
+        return real_apply(self, upserts, removals)
+
+    monkeypatch.setattr(UserIndex, "apply", apply)
+    (source / "3.csv").write_text("first_name, last_name, birthts\nBob, Lee, 0\n")
+    (source / "4.png").unlink()
+    (source / "5.csv").unlink()
+    (source / "20.csv").write_text("first_name, last_name, birthts\nNew, Comer, 0\n")
+
+    report = await pipeline._scan(force=True, started=0.0)
+    assert (report.added, report.updated, report.removed) == (1, 2, 1)
+    assert [(sorted(upserts), removals) for upserts, removals in applied] == [(["20", "3", "4"], ["5"])]
+    records = pipeline.index.records()
+    for record in records:
+        if record.user_id not in ("3", "4", "20"):
+            assert record is before[record.user_id], "an unchanged user keeps its record"
+    # The new catalog holds the index's strings, not equal copies of its own.
+    catalog_ids = {id(user_id) for user_id in pipeline.csv_keys}
+    assert all(id(record.user_id) in catalog_ids for record in records)
+    assert all(pipeline.png_keys[r.user_id] is r.img_path for r in records if r.img_path is not None)
+    fresh = Pipeline(FolderStore(tmp_path, "bucket", PREFIX), UserIndex(), PREFIX)
+    await fresh.load()
+    assert fresh.index.records() == records and _state(fresh) == _state(pipeline)
+
+
+async def test_the_collector_is_paused_only_while_a_rescan_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc
+
+    from userdata.stores import StoreUnavailable
+
+    _, pipeline, source = await _loaded_users(tmp_path, 3)
+    during: list[bool] = []
+    real_scan = Pipeline._scan
+
+    async def scan(self, **kwargs):  # type: ignore[no-untyped-def]
+        during.append(gc.isenabled())
+        return await real_scan(self, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "_scan", scan)
+    task = asyncio.create_task(pipeline.run())
+    try:
+        await pipeline.loaded.wait()
+        await pipeline.rescan(force=True)
+        assert gc.isenabled()
+        source.rename(source.with_name("gone"))  # the next rescan fails: the store is unavailable
+        with pytest.raises(StoreUnavailable):
+            await pipeline.rescan(force=False)
+        assert gc.isenabled(), "enabled again after a failure too"
+        assert during[-2:] == [False, False]
+    finally:
+        task.cancel()

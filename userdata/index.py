@@ -189,6 +189,17 @@ class UserIndex:
             return self._fill(users)
         return self.apply(users.values(), [user_id for user_id in self._users if user_id not in users])
 
+    def differences(self, users: dict[str, UserRecord]) -> tuple[list[UserRecord], list[str]]:
+        """What :meth:`assign` of ``users`` would change, as (upserts, removals) for :meth:`apply`:
+        the records new or unlike the index's, and the ids the index holds that ``users`` lacks.
+
+        Only reads, so it may run on another thread while nothing writes the index.
+        """
+        held = self._users
+        upserts = [record for user_id, record in users.items() if held.get(user_id) != record]
+        removals = [user_id for user_id in held if user_id not in users]
+        return upserts, removals
+
     def _fill(self, users: dict[str, UserRecord]) -> Diff:
         """:meth:`apply` to an empty index, in bulk: one pass, and each group's days sorted once."""
         self._users = users

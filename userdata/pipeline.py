@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .index import Diff, UserIndex
 from .objects import SourceObject, classify
@@ -193,7 +194,15 @@ class Pipeline:
 
     async def _run_rescan(self, request: _Rescan) -> None:
         try:
-            report = await self._scan(force=request.force, started=time.monotonic())
+            # What a rescan allocates is kept (a new catalog) or freed by reference counting (a
+            # listing): full collections while it runs, each over all of it, would only hold up
+            # the event loop (tens of ms at 100k objects, growing with them). Requests' own
+            # garbage waits for the collector until the rescan is done.
+            gc.disable()
+            try:
+                report = await self._scan(force=request.force, started=time.monotonic())
+            finally:
+                gc.enable()
         except Exception as e:
             if isinstance(e, StoreUnavailable):
                 # What asked for it (a folder that appeared, a watch that restarted, a webhook
@@ -263,11 +272,14 @@ class Pipeline:
         and valid) becomes its record at once; the few others go through :meth:`_resolve`. Both
         passes run on a worker thread: the event loop only waits, and then updates the index.
         """
-        prefix = self.prefix
-        versions, csv_keys, png_keys, read = await asyncio.to_thread(_catalog, listing, prefix)
+        prefix, index = self.prefix, self.index
+        # A rescan reuses the strings the index holds (one copy of each): see _catalog.
+        held = index.get if len(index) else None
+        versions, csv_keys, png_keys, read = await asyncio.to_thread(_catalog, listing, prefix, held)
         contents = await self._read_parsed(read)
         self._succeeded()
         users, others = await asyncio.to_thread(_records, contents, versions, csv_keys, png_keys)
+        old = self.versions, self.csv_keys, self.png_keys
         self.versions, self.csv_keys, self.png_keys = versions, csv_keys, png_keys
         self.rejected, self._conflicts = {}, set()  # every CSV is read: _resolve says again what is wrong
         if others:
@@ -287,7 +299,15 @@ class Pipeline:
             for user_id in others:
                 if (record := self._resolve(user_id, outcomes)) is not None:
                     users[user_id] = record
-        return self._publish(self.index.assign(users))
+        if held is None:
+            return self._publish(index.assign(users))
+        # What differs from the index is found on a worker thread (only this task writes the
+        # index, and it waits): the event loop applies just that. The old catalog and what was
+        # read are freed there too (a million entries take a while).
+        upserts, removals = await asyncio.to_thread(index.differences, users)
+        diff = self._publish(index.apply(upserts, removals))
+        await asyncio.to_thread(_clear, (*old, contents, users))
+        return diff
 
     async def _refresh(self, keys: Collection[str]) -> Diff:
         owners: dict[str, SourceObject] = {}
@@ -508,8 +528,20 @@ def _changes(
     return found, owners, read
 
 
-def _catalog(listing: Listing, prefix: str) -> tuple[dict[str, Version], dict[str, Keys], dict[str, Keys], list[str]]:
-    """A fresh catalog of ``listing``: (versions of the images, csv_keys, png_keys, CSVs to read)."""
+def _clear(dicts: Iterable[dict[str, Any]]) -> None:
+    for each in dicts:
+        each.clear()
+
+
+def _catalog(
+    listing: Listing, prefix: str, held: Callable[[str], UserRecord | None] | None = None
+) -> tuple[dict[str, Version], dict[str, Keys], dict[str, Keys], list[str]]:
+    """A fresh catalog of ``listing``: (versions of the images, csv_keys, png_keys, CSVs to read).
+
+    ``held`` gives the index's record of a user_id: its user_id and img_path strings are used
+    in place of the listing's equal ones, so the records built again equal the index's in every
+    string, and the index keeps its own.
+    """
     start = len(prefix)
     versions: dict[str, Version] = {}
     csv_keys: dict[str, Keys] = {}
@@ -527,6 +559,10 @@ def _catalog(listing: Listing, prefix: str) -> tuple[dict[str, Version], dict[st
         user_id = key[start:-4]
         if not user_id or user_id[0] == "." or "/" in user_id or not key.startswith(prefix):
             continue
+        if held is not None and (record := held(user_id)) is not None:
+            user_id = record.user_id
+            if record.img_path == key:
+                key = record.img_path
         if keys_of is csv_keys:
             read.append(key)
         else:
