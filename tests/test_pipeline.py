@@ -103,7 +103,7 @@ async def test_a_forced_scan_agrees_with_the_changes_applied_one_by_one(tmp_path
         task.cancel()
 
 
-async def test_after_a_restart_the_index_keeps_the_loaded_records_not_the_restored_copies(tmp_path: Path) -> None:
+async def test_after_a_restart_the_index_and_the_catalog_share_one_copy_of_each_string(tmp_path: Path) -> None:
     import sys
 
     from userdata.sinks.output_csv import OutputWriter
@@ -116,7 +116,9 @@ async def test_after_a_restart_the_index_keeps_the_loaded_records_not_the_restor
     report = await again.load()
     assert (report.added, report.updated, report.removed) == (0, 0, 0)  # the same users as restored
     assert restored.records() == first.index.records()
-    for record in restored.records():  # one copy of each string: the loaded ones
+    catalog_ids = {id(user_id) for user_id in again.csv_keys}
+    for record in restored.records():  # one copy of each string, whichever read it first
+        assert id(record.user_id) in catalog_ids
         assert record.img_path is again.png_keys[record.user_id]
         assert record.first_name is sys.intern(record.first_name)
 
