@@ -187,11 +187,12 @@ class UserIndex:
         """
         if not self._users:
             return self._fill(users)
-        return self.apply(users.values(), [user_id for user_id in self._users if user_id not in users])
+        return self.apply(*self.differences(users))
 
     def differences(self, users: dict[str, UserRecord]) -> tuple[list[UserRecord], list[str]]:
-        """What :meth:`assign` of ``users`` would change, as (upserts, removals) for :meth:`apply`:
-        the records new or unlike the index's, and the ids the index holds that ``users`` lacks.
+        """What :meth:`assign` of ``users`` changes, as (upserts, removals) for :meth:`apply`: the
+        records new or unlike the index's (an equal record is left as the index holds it), and
+        the ids the index holds that ``users`` lacks.
 
         Only reads, so it may run on another thread while nothing writes the index.
         """
