@@ -245,6 +245,7 @@ class Pipeline:
     async def _scan(self, *, force: bool, started: float) -> RescanReport:
         listing = await self.store.list_objects(versions=not force)  # a forced scan reads every CSV
         diff = await (self._scan_all(listing) if force else self._scan_changed(listing))
+        await asyncio.to_thread(_clear, (listing,))  # see _clear
         return RescanReport(
             users=len(self.index),
             added=len(diff.added),
@@ -529,8 +530,11 @@ def _changes(
 
 
 def _clear(dicts: Iterable[dict[str, Any]]) -> None:
+    """Empty ``dicts`` one item at a time, on a worker thread: ``dict.clear()`` of a million
+    entries is one call that holds the GIL, and so the event loop, until all are freed."""
     for each in dicts:
-        each.clear()
+        while each:
+            each.popitem()
 
 
 def _catalog(
