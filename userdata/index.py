@@ -244,10 +244,8 @@ class UserIndex:
     def _group(self, record: UserRecord) -> _Group:
         return self._groups[record.img_path is not None]
 
-    def _selected_groups(self, filters: Filters) -> tuple[_Group, ...]:
-        if filters.has_image is None:
-            return self._groups
-        return (self._groups[filters.has_image],)
+    def _selected_groups(self, has_image: bool | None) -> tuple[_Group, ...]:
+        return self._groups if has_image is None else (self._groups[has_image],)
 
     def records(self) -> list[UserRecord]:
         """Every record, sorted by user_id."""
@@ -279,7 +277,7 @@ class UserIndex:
                 return self.records()
             return [r for r in map(users.__getitem__, self._sorted_ids) if (r.img_path is not None) is has_image]
         ids: list[str] = []
-        for group in self._groups if has_image is None else (self._groups[has_image],):
+        for group in self._selected_groups(has_image):
             group.add_ids(lo, hi, ids)
         ids.sort()
         return [users[uid] for uid in ids]
@@ -290,7 +288,7 @@ class UserIndex:
         if span is None:
             return Stats(0, None)
         count = total = 0
-        for group in self._selected_groups(filters):
+        for group in self._selected_groups(filters.has_image):
             c, s = group.totals(*span)
             count += c
             total += s
