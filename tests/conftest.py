@@ -13,6 +13,7 @@ from seaweed import SeaweedFS, require_weed, s3_client
 from userdata.app import create_app
 from userdata.keys import PIPELINE
 from userdata.settings import Settings
+from userdata.stores import Store
 
 
 @pytest.fixture(autouse=True)
@@ -68,8 +69,8 @@ async def start_service() -> AsyncIterator[Callable[..., Awaitable[Service]]]:
     """Start the app for some settings on a free port; every one started is stopped at the end."""
     started: list[Service] = []
 
-    async def start(settings: Settings, *, loaded: bool = True) -> Service:
-        app = create_app(settings)
+    async def start(settings: Settings, *, loaded: bool = True, store: Store | None = None) -> Service:
+        app = create_app(settings, store=store)
         client = TestClient(TestServer(app, host="127.0.0.1", port=0))
         await client.start_server()
         service = Service(app, client)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import inspect
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from aiohttp.test_utils import TestClient
 from userdata.demo import make_png
 from userdata.keys import INDEX, OUTPUT, PIPELINE
 from userdata.settings import Settings
+from userdata.stores import Listing, ObjectError, Store
 
 #: The original task's 100 users, beside the project when it is there (never committed).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "provectus-src-data"
@@ -119,3 +122,76 @@ class S3Bucket:
 
     def settings(self, **changes: Any) -> Settings:
         return fast_settings(changes.pop("data_dir", None), s3_endpoint=self.endpoint, bucket=self.name, **changes)
+
+
+class WatchedListing(dict):  # type: ignore[type-arg]
+    """A listing that records the threads its items are walked on."""
+
+    def __init__(self, listing: dict[str, Any], threads: list[threading.Thread]) -> None:
+        super().__init__(listing)
+        self.threads = threads
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self.threads.append(threading.current_thread())
+        return super().items()
+
+
+class SpyStore:
+    """A store wrapper for tests: records what is asked of it, and fails or acts on demand.
+
+    ``fail`` (an exception) is raised by every call while set; ``before_read`` runs before each
+    read_many (to change the store between a listing and its reads); ``unreadable`` names keys
+    read_many reports as unreadable objects.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.reads: list[str] = []
+        self.stats: list[str] = []
+        #: gc.isenabled() at each listing
+        self.collector: list[bool] = []
+        #: the threads each listing's items were walked on
+        self.listing_threads: list[threading.Thread] = []
+        self.fail: Exception | None = None
+        self.before_read: Callable[[], None] | None = None
+        #: key -> why it cannot be read: read_many gives an ObjectError for it
+        self.unreadable: dict[str, str] = {}
+
+    def _check(self) -> None:
+        if self.fail is not None:
+            raise self.fail
+
+    def describe(self) -> str:
+        return f"spy on {self.store.describe()}"
+
+    async def open(self) -> None:
+        await self.store.open()
+
+    async def close(self) -> None:
+        await self.store.close()
+
+    async def list_objects(self, *, versions: bool = True) -> Listing:
+        self.collector.append(gc.isenabled())
+        self._check()
+        return WatchedListing(await self.store.list_objects(versions=versions), self.listing_threads)
+
+    async def read_many(self, keys: Collection[str], parse: Callable[[bytes], Any]) -> dict[str, Any]:
+        self._check()
+        self.reads.extend(keys)
+        if self.before_read is not None:
+            self.before_read()
+        found = await self.store.read_many(keys, parse)
+        return found | {key: ObjectError(why) for key, why in self.unreadable.items() if key in found}
+
+    async def stat_many(self, keys: Collection[str]) -> dict[str, Any]:
+        self._check()
+        self.stats.extend(keys)
+        return await self.store.stat_many(keys)
+
+    async def read(self, key: str) -> bytes | None:
+        self._check()
+        return await self.store.read(key)
+
+    async def write(self, key: str, data: bytes) -> None:
+        self._check()
+        await self.store.write(key, data)

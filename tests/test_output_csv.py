@@ -1,8 +1,13 @@
 import asyncio
+import contextlib
 import csv
 import io
+import logging
 import random
 import threading
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import pytest
 from helpers import fast_settings, wait_until
@@ -11,6 +16,7 @@ from userdata.index import UserIndex
 from userdata.records import InvalidRecord, UserRecord
 from userdata.sinks import output_csv
 from userdata.sinks.output_csv import OutputWriter, parse_output, render_output
+from userdata.sinks.spool import Spool
 from userdata.stores.folder import FolderStore
 
 RECORDS = [
@@ -66,7 +72,7 @@ async def test_a_failing_write_degrades_health_and_is_retried(start_service, dat
     output_path.parent.write_text("a file where the output folder should be")
     write_user("7")
     service = await start_service(fast_settings(data_dir))
-    await wait_until(lambda: service.output.error is not None)
+    await wait_until(lambda: service.output.problem() is not None)
     health = await service.get("/health")
     assert health["status"] == "degraded" and "output.csv" in health["cause"], health
     assert await service.user_ids() == ["7"]  # queries are unaffected
@@ -82,6 +88,39 @@ async def test_nothing_is_written_before_anything_changed(tmp_path):
     index_version_written = await writer.flush()
     assert index_version_written and writer.writes == 1  # an empty index is still an output
     assert await writer.flush() and writer.writes == 1
+
+
+@contextlib.asynccontextmanager
+async def running(writer: OutputWriter) -> AsyncIterator[None]:
+    task = asyncio.create_task(writer.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_run_retries_a_failed_write_no_sooner_than_the_delay_it_logs(tmp_path, caplog):
+    blocked = tmp_path / "b" / "out"
+    blocked.parent.mkdir()
+    blocked.write_text("a file where the output folder should be")
+    index = UserIndex()
+    store = FolderStore(tmp_path, "b", "src/")
+    writer = OutputWriter(store, index, "out/output.csv", settle=0.01, max_delay=0.05, retry_delays=(0.2,))
+    caplog.set_level(logging.INFO, "userdata.sinks.output_csv")
+    async with running(writer):
+        writer.notify(index.apply(RECORDS))
+        await wait_until(lambda: writer.problem() is not None)
+        assert "cannot write out/output.csv" in str(writer.problem())
+        blocked.unlink()
+        await wait_until(lambda: writer.writes == 1)
+        assert writer.problem() is None
+    assert (tmp_path / "b" / "out" / "output.csv").read_bytes() == render_output(RECORDS)
+    failed = [r for r in caplog.records if "trying again in" in r.getMessage()][-1]
+    wrote = next(r for r in caplog.records if r.getMessage().startswith("wrote "))
+    delay = failed.args[-1]  # type: ignore[index]
+    assert 0.2 * 0.9 <= delay <= 0.2 * 1.1, failed.getMessage()  # spread by the jitter
+    assert wrote.created - failed.created >= delay - 0.02  # the delay logged is the one waited
 
 
 #: Values csv must quote (delimiter, quote, LF), keep as they are (spaces, non-ASCII) or both.
@@ -102,20 +141,21 @@ def many_records(n: int, values: list[str] = AWKWARD) -> list[UserRecord]:
     ]
 
 
-def fixed_slices(monkeypatch: pytest.MonkeyPatch, rows: int) -> None:
-    """Make every slice of a flush ``rows`` rows, however long it takes."""
-    monkeypatch.setattr(output_csv, "_SLICE", rows)
-    monkeypatch.setattr(output_csv, "_SLICE_BOUNDS", (rows, rows))
+def set_slices(monkeypatch: pytest.MonkeyPatch, rows: int | None) -> None:
+    """Slices of ``rows`` rows however long they take; None: sized by time from one of 100 rows."""
+    monkeypatch.setattr(output_csv, "_SLICE", 100 if rows is None else rows)
+    if rows is not None:
+        monkeypatch.setattr(output_csv, "_SLICE_BOUNDS", (rows, rows))
 
 
-@pytest.mark.parametrize("slice_rows", [None, 7, 1], ids=["timed", "7", "1"])
+SLICES = pytest.mark.parametrize("slice_rows", [None, 7, 1], ids=["timed", "7", "1"])
+
+
+@SLICES
 async def test_a_flush_writes_exactly_what_render_output_gives(tmp_path, monkeypatch, slice_rows):
-    # flush() renders in slices on the event loop, hashing and spooling as it goes; the bytes
-    # and the digest must be those of render_output over the whole index.
-    if slice_rows is None:  # slices sized by their time, of a first slice of 100 rows
-        monkeypatch.setattr(output_csv, "_SLICE", 100)
-    else:
-        fixed_slices(monkeypatch, slice_rows)
+    # flush() renders in slices on the event loop, spooling as it goes; the bytes must be those
+    # of render_output over the whole index.
+    set_slices(monkeypatch, slice_rows)
     index = UserIndex()
     # a bare CR is not quoted with lineterminator="\n" (parse_output cannot read it back), but
     # the bytes must still be those of render_output
@@ -125,15 +165,17 @@ async def test_a_flush_writes_exactly_what_render_output_gives(tmp_path, monkeyp
     assert await writer.flush() and writer.writes == 1
     expected = render_output(index.records())
     assert (tmp_path / "b" / "out" / "output.csv").read_bytes() == expected
-    assert writer._digest == output_csv._digest(expected)
     assert await writer.flush() and writer.writes == 1  # nothing changed
 
 
-async def test_a_restored_output_csv_is_not_written_again_when_the_index_renders_the_same(tmp_path, monkeypatch):
+@SLICES
+async def test_a_restored_output_csv_is_not_written_again_when_the_index_renders_the_same(
+    tmp_path, monkeypatch, slice_rows
+):
     # restore() digests the file whole, flush() slice by slice: the digests must agree
-    fixed_slices(monkeypatch, 7)
+    set_slices(monkeypatch, slice_rows)
     index = UserIndex()
-    index.apply(many_records(500))
+    index.apply(many_records(300 if slice_rows == 1 else 3000))
     store = FolderStore(tmp_path, "b", "src/")
     assert await OutputWriter(store, index, "out/output.csv").flush()
     again = OutputWriter(store, index, "out/output.csv")
@@ -168,11 +210,11 @@ def test_slices_are_sized_to_take_about_a_millisecond(rows: int, seconds: float,
 
 
 async def test_a_change_during_a_flush_is_written_by_the_next_one(tmp_path, monkeypatch):
-    fixed_slices(monkeypatch, 10)
+    set_slices(monkeypatch, 10)
     index = UserIndex()
     before = {r.user_id: r for r in many_records(2000)}
     index.apply(before.values())
-    writer = OutputWriter(FolderStore(tmp_path, "b", "src/"), index, "out/output.csv")
+    writer = OutputWriter(FolderStore(tmp_path, "b", "src/"), index, "out/output.csv", settle=0.01, max_delay=0.05)
     path = tmp_path / "b" / "out" / "output.csv"
     ids = sorted(before)
     removed = ids[::7]
@@ -193,7 +235,6 @@ async def test_a_change_during_a_flush_is_written_by_the_next_one(tmp_path, monk
     changer = asyncio.create_task(change_while_rendering())
     assert await writer.flush()
     await changer
-    assert writer._changed.is_set()  # run() flushes again
     # The file mixes old and new records, but every user is there at most once, in order, with
     # one of its records; and every user present throughout is there.
     after = {r.user_id: r for r in index.records()}
@@ -203,39 +244,57 @@ async def test_a_change_during_a_flush_is_written_by_the_next_one(tmp_path, monk
     assert all(r in (before.get(r.user_id), after.get(r.user_id)) for r in written)
     assert set(before) & set(after) <= set(written_ids)
     assert written != index.records()
-    # the next flush writes the index as it is now
-    assert await writer.flush() and writer.writes == 2
+    # the changes notified during that flush make run() write the index as it is now
+    async with running(writer):
+        await wait_until(lambda: writer.writes == 2)
     assert path.read_bytes() == render_output(index.records())
 
 
+class CountingExecutor(ThreadPoolExecutor):
+    submitted = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        self.submitted += 1
+        return super().submit(fn, *args, **kwargs)
+
+
 @pytest.mark.parametrize("unchanged", [False, True], ids=["new-bytes", "same-bytes"])
-async def test_a_flush_cancelled_before_its_thread_runs_leaves_no_file_open(tmp_path, monkeypatch, unchanged):
+def test_a_flush_cancelled_before_its_thread_runs_leaves_no_file_open(tmp_path, monkeypatch, unchanged):
     # Cancelling a task that awaits asyncio.to_thread drops the thread's work if it has not
     # started (every worker busy): the spool it was to close must be closed all the same.
-    spools: list[output_csv._Spool] = []
-    real = output_csv._Spool
+    spools: list[Spool] = []
 
-    def spool() -> output_csv._Spool:
-        spools.append(real())
-        return spools[-1]
+    class KeptSpool(Spool):
+        def __init__(self) -> None:
+            super().__init__()
+            spools.append(self)
 
-    monkeypatch.setattr(output_csv, "_Spool", spool)
-    index = UserIndex()
-    index.apply(RECORDS)
-    writer = OutputWriter(FolderStore(tmp_path, "b", "src/"), index, "out/output.csv")
-    if unchanged:
-        writer._digest = output_csv._digest(render_output(index.records()))
-    loop = asyncio.get_running_loop()
-    release = threading.Event()
-    blockers = [loop.run_in_executor(None, release.wait) for _ in range(64)]  # more than its workers
-    executor = loop._default_executor
-    try:
-        backlog = executor._work_queue.qsize()
-        task = asyncio.create_task(writer.flush())
-        await wait_until(lambda: executor._work_queue.qsize() > backlog, message="flush never queued its thread")
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-    finally:
-        release.set()
-        await asyncio.gather(*blockers)
-    assert len(spools) == 1 and spools[0]._file.closed
+    monkeypatch.setattr(output_csv, "Spool", KeptSpool)
+
+    async def flush_cancelled_while_the_worker_is_busy() -> None:
+        loop = asyncio.get_running_loop()
+        worker = CountingExecutor(max_workers=1)
+        loop.set_default_executor(worker)  # this loop's own: asyncio.run shuts it down
+        index = UserIndex()
+        index.apply(RECORDS)
+        store = FolderStore(tmp_path, "b", "src/")
+        writer = OutputWriter(store, index, "out/output.csv")
+        if unchanged:
+            await store.write("out/output.csv", render_output(index.records()))
+            assert await writer.restore() == index.records()
+        release = threading.Event()
+        blocker = loop.run_in_executor(None, release.wait)
+        try:
+            queued = worker.submitted
+            task = asyncio.create_task(writer.flush())
+            await wait_until(lambda: worker.submitted > queued, message="flush never queued its thread")
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            assert task.cancelled()
+            # the worker is still blocked: only the cancelled flush can have closed it
+            assert len(spools) == 1 and spools[0].closed
+        finally:
+            release.set()
+            await blocker
+
+    asyncio.run(flush_cancelled_while_the_worker_is_busy())

@@ -4,13 +4,16 @@ same catalog and index as the incremental path that applied every change as it c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from helpers import SpyStore
 
-from userdata.index import UserIndex
+from userdata.index import Diff, UserIndex
 from userdata.pipeline import Pipeline
 from userdata.stores.folder import FolderStore
 
@@ -19,12 +22,13 @@ USERS = [str(i) for i in range(12)]
 
 
 def _state(pipeline: Pipeline) -> dict[str, object]:
+    catalog = pipeline.reconciler.catalog
     return {
-        "versions": dict(pipeline.versions),
-        "csv_keys": dict(pipeline.csv_keys),
-        "png_keys": dict(pipeline.png_keys),
-        "rejected": dict(pipeline.rejected),
-        "conflicts": set(pipeline._conflicts),
+        "versions": dict(catalog.versions),
+        "csv_keys": dict(catalog.csv_keys),
+        "png_keys": dict(catalog.png_keys),
+        "rejected": dict(catalog.rejected),
+        "conflicts": set(catalog.conflicts),
     }
 
 
@@ -64,17 +68,26 @@ class _Folder:
             self._write(ignored, f"first_name, last_name, birthts\nIg, Nored, {rng.randrange(10**12)}\n".encode())
 
 
-async def _loaded_users(tmp_path: Path, users: int) -> tuple[FolderStore, Pipeline, Path]:
-    """A folder of ``users`` valid users, each with an image, and a pipeline that loaded it."""
+@contextlib.asynccontextmanager
+async def _running(pipeline: Pipeline) -> AsyncIterator[None]:
+    """The pipeline's task, running, its first load done."""
+    task = asyncio.create_task(pipeline.run())
+    try:
+        await pipeline.loaded.wait()
+        yield
+    finally:
+        task.cancel()
+
+
+def _users(tmp_path: Path, users: int) -> tuple[SpyStore, Pipeline, Path]:
+    """A folder of ``users`` valid users, each with an image, and a pipeline for it."""
     source = tmp_path / "bucket" / PREFIX
     source.mkdir(parents=True)
     for i in range(users):
-        (source / f"{i}.csv").write_text(f"first_name, last_name, birthts\nAnn{i}, Lee, {i * 10**11}\n")
+        (source / f"{i}.csv").write_text(f"first_name, last_name, birthts\nAnn{i}, Lee, {i * 10**10}\n")
         (source / f"{i}.png").write_bytes(b"\x89PNG")
-    store = FolderStore(tmp_path, "bucket", PREFIX)
-    pipeline = Pipeline(store, UserIndex(), PREFIX)
-    await pipeline.load()
-    return store, pipeline, source
+    store = SpyStore(FolderStore(tmp_path, "bucket", PREFIX))
+    return store, Pipeline(store, UserIndex(), PREFIX), source
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -108,25 +121,25 @@ async def test_after_a_restart_the_index_and_the_catalog_share_one_copy_of_each_
 
     from userdata.sinks.output_csv import OutputWriter
 
-    store, first, _ = await _loaded_users(tmp_path, 5)
+    store, first, _ = _users(tmp_path, 5)
+    await first.load()
     assert await OutputWriter(store, first.index, "out/output.csv").flush()
 
     restored = UserIndex()
-    again = Pipeline(store, restored, PREFIX, restore=OutputWriter(store, restored, "out/output.csv").restore)
-    report = await again.load()
+    again = Pipeline(store, restored, PREFIX)
+    report = await again.load(restore=OutputWriter(store, restored, "out/output.csv").restore)
     assert (report.added, report.updated, report.removed) == (0, 0, 0)  # the same users as restored
     assert restored.records() == first.index.records()
-    catalog_ids = {id(user_id) for user_id in again.csv_keys}
+    catalog = again.reconciler.catalog
+    catalog_ids = {id(user_id) for user_id in catalog.csv_keys}
     for record in restored.records():  # one copy of each string, whichever read it first
         assert id(record.user_id) in catalog_ids
-        assert record.img_path is again.png_keys[record.user_id]
+        assert record.img_path is catalog.png_keys[record.user_id]
         assert record.first_name is sys.intern(record.first_name)
 
 
 @pytest.mark.parametrize("force", [True, False], ids=["forced", "incremental"])
-async def test_csvs_deleted_between_the_listing_and_the_read_are_gone(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, force: bool
-) -> None:
+async def test_csvs_deleted_between_the_listing_and_the_read_are_gone(tmp_path: Path, force: bool) -> None:
     source = tmp_path / "bucket" / PREFIX
     source.mkdir(parents=True)
 
@@ -137,7 +150,7 @@ async def test_csvs_deleted_between_the_listing_and_the_read_are_gone(
     user("2.csv", "Two")
     user("2.CSV", "Also Two")  # a conflict, until one of them goes
     user("3.csv", "Three")
-    store = FolderStore(tmp_path, "bucket", PREFIX)
+    store = SpyStore(FolderStore(tmp_path, "bucket", PREFIX))
     pipeline = Pipeline(store, UserIndex(), PREFIX)
     if not force:
         await pipeline.load()
@@ -145,14 +158,12 @@ async def test_csvs_deleted_between_the_listing_and_the_read_are_gone(
         user("1.csv", "Uno")  # changed, so an incremental rescan reads it
         user("2.csv", "Dos")
         user("2.CSV", "Dos too")
-    real = FolderStore.read_many
 
-    async def read_many(self, keys, parse):  # type: ignore[no-untyped-def]
+    def delete() -> None:
         (source / "1.csv").unlink(missing_ok=True)
         (source / "2.CSV").unlink(missing_ok=True)
-        return await real(self, keys, parse)
 
-    monkeypatch.setattr(FolderStore, "read_many", read_many)
+    store.before_read = delete
     if force:
         await pipeline.load()
     else:
@@ -161,121 +172,69 @@ async def test_csvs_deleted_between_the_listing_and_the_read_are_gone(
             await pipeline.rescan(force=False)
         finally:
             task.cancel()
-    monkeypatch.setattr(FolderStore, "read_many", real)
+    store.before_read = None
     first = {r.user_id: r.first_name for r in pipeline.index.records()}
     assert first == {"2": "Two" if force else "Dos", "3": "Three"}
-    assert not pipeline.rejected and not pipeline._conflicts
+    assert not pipeline.rejected and not pipeline.reconciler.catalog.conflicts
     fresh = Pipeline(store, UserIndex(), PREFIX)
     await fresh.load()
     assert _state(fresh) == _state(pipeline)
 
 
-async def test_an_incremental_rescan_costs_what_changed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_an_incremental_rescan_costs_what_changed(tmp_path: Path) -> None:
     import threading
 
-    import userdata.pipeline as pipeline_module
+    store, pipeline, source = _users(tmp_path, 50)
+    diffs: list[Diff] = []
+    async with _running(pipeline):
+        pipeline.listeners.append(diffs.append)
+        store.reads.clear()
+        store.listing_threads.clear()
+        version = pipeline.index.version
+        report = await pipeline.rescan(force=False)
+        assert (report.added, report.updated, report.removed) == (0, 0, 0)
+        assert (store.reads, diffs, pipeline.index.version) == ([], [], version), "nothing changed, nothing read"
+        threads = store.listing_threads
+        assert threads and threading.main_thread() not in threads, "the comparison runs off the event loop"
 
-    _, pipeline, source = await _loaded_users(tmp_path, 50)
-
-    read: list[str] = []
-    resolved: list[str] = []
-    threads: list[threading.Thread] = []
-    real_read, real_resolve, real_changes = FolderStore.read_many, Pipeline._resolve, pipeline_module._changes
-
-    async def read_many(self, keys, parse):  # type: ignore[no-untyped-def]
-        read.extend(keys)
-        return await real_read(self, keys, parse)
-
-    def resolve(self, user_id, outcomes):  # type: ignore[no-untyped-def]
-        resolved.append(user_id)
-        return real_resolve(self, user_id, outcomes)
-
-    def changes(*args):  # type: ignore[no-untyped-def]
-        threads.append(threading.current_thread())
-        return real_changes(*args)
-
-    monkeypatch.setattr(FolderStore, "read_many", read_many)
-    monkeypatch.setattr(Pipeline, "_resolve", resolve)
-    monkeypatch.setattr(pipeline_module, "_changes", changes)
-
-    report = await pipeline._scan(force=False, started=0.0)
-    assert (report.added, report.updated, report.removed) == (0, 0, 0)
-    assert (read, resolved) == ([], []), "nothing changed: nothing read, no user looked at"
-    assert threads and threading.main_thread() not in threads, "the comparison runs off the event loop"
-
-    (source / "7.csv").write_text("first_name, last_name, birthts\nBob, Lee, 0\n")
-    os.utime(source / "7.csv", ns=(1, 1))  # another version, whatever the clock's resolution
-    (source / "8.png").unlink()
-    (source / "9.csv").unlink()
-    report = await pipeline._scan(force=False, started=0.0)
+        (source / "7.csv").write_text("first_name, last_name, birthts\nBob, Lee, 0\n")
+        os.utime(source / "7.csv", ns=(1, 1))  # another version, whatever the clock's resolution
+        (source / "8.png").unlink()
+        (source / "9.csv").unlink()
+        report = await pipeline.rescan(force=False)
     assert (report.added, report.updated, report.removed) == (0, 2, 1)
-    assert read == [PREFIX + "7.csv"]
-    assert sorted(resolved) == ["7", "8", "9"]
+    assert store.reads == [PREFIX + "7.csv"]
+    [diff] = diffs
+    assert (sorted(r.user_id for r in diff.updated), diff.removed) == (["7", "8"], ["9"])
     assert pipeline.index.get("7").first_name == "Bob"  # type: ignore[union-attr]
     assert pipeline.index.get("8").img_path is None  # type: ignore[union-attr]
     assert "9" not in pipeline.index
 
 
-async def test_a_forced_rescan_applies_what_changed_and_keeps_one_copy_of_each_string(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _, pipeline, source = await _loaded_users(tmp_path, 20)
-    before = {record.user_id: record for record in pipeline.index.records()}
-    applied: list[tuple[list[str], list[str]]] = []
-    real_apply = UserIndex.apply
-
-    def apply(self, upserts=(), removals=()):  # type: ignore[no-untyped-def]
-        upserts, removals = list(upserts), list(removals)
-        applied.append(([record.user_id for record in upserts], removals))
-        return real_apply(self, upserts, removals)
-
-    monkeypatch.setattr(UserIndex, "apply", apply)
-    (source / "3.csv").write_text("first_name, last_name, birthts\nBob, Lee, 0\n")
-    (source / "4.png").unlink()
-    (source / "5.csv").unlink()
-    (source / "20.csv").write_text("first_name, last_name, birthts\nNew, Comer, 0\n")
-
-    report = await pipeline._scan(force=True, started=0.0)
+async def test_a_forced_rescan_applies_what_changed_and_keeps_one_copy_of_each_string(tmp_path: Path) -> None:
+    _, pipeline, source = _users(tmp_path, 20)
+    diffs: list[Diff] = []
+    async with _running(pipeline):
+        before = {record.user_id: record for record in pipeline.index.records()}
+        pipeline.listeners.append(diffs.append)
+        (source / "3.csv").write_text("first_name, last_name, birthts\nBob, Lee, 0\n")
+        (source / "4.png").unlink()
+        (source / "5.csv").unlink()
+        (source / "20.csv").write_text("first_name, last_name, birthts\nNew, Comer, 0\n")
+        report = await pipeline.rescan(force=True)
     assert (report.added, report.updated, report.removed) == (1, 2, 1)
-    assert [(sorted(upserts), removals) for upserts, removals in applied] == [(["20", "3", "4"], ["5"])]
+    [diff] = diffs
+    assert [r.user_id for r in diff.added] == ["20"]
+    assert (sorted(r.user_id for r in diff.updated), diff.removed) == (["3", "4"], ["5"])
     records = pipeline.index.records()
     for record in records:
         if record.user_id not in ("3", "4", "20"):
             assert record is before[record.user_id], "an unchanged user keeps its record"
     # The new catalog holds the index's strings, not equal copies of its own.
-    catalog_ids = {id(user_id) for user_id in pipeline.csv_keys}
+    catalog = pipeline.reconciler.catalog
+    catalog_ids = {id(user_id) for user_id in catalog.csv_keys}
     assert all(id(record.user_id) in catalog_ids for record in records)
-    assert all(pipeline.png_keys[r.user_id] is r.img_path for r in records if r.img_path is not None)
+    assert all(catalog.png_keys[r.user_id] is r.img_path for r in records if r.img_path is not None)
     fresh = Pipeline(FolderStore(tmp_path, "bucket", PREFIX), UserIndex(), PREFIX)
     await fresh.load()
     assert fresh.index.records() == records and _state(fresh) == _state(pipeline)
-
-
-async def test_the_collector_is_paused_only_while_a_rescan_runs(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import gc
-
-    from userdata.stores import StoreUnavailable
-
-    _, pipeline, source = await _loaded_users(tmp_path, 3)
-    during: list[bool] = []
-    real_scan = Pipeline._scan
-
-    async def scan(self, **kwargs):  # type: ignore[no-untyped-def]
-        during.append(gc.isenabled())
-        return await real_scan(self, **kwargs)
-
-    monkeypatch.setattr(Pipeline, "_scan", scan)
-    task = asyncio.create_task(pipeline.run())
-    try:
-        await pipeline.loaded.wait()
-        await pipeline.rescan(force=True)
-        assert gc.isenabled()
-        source.rename(source.with_name("gone"))  # the next rescan fails: the store is unavailable
-        with pytest.raises(StoreUnavailable):
-            await pipeline.rescan(force=False)
-        assert gc.isenabled(), "enabled again after a failure too"
-        assert during[-2:] == [False, False]
-    finally:
-        task.cancel()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,6 @@ from pgserver import (
     unavailable,
 )
 
-from userdata import views
 from userdata.__main__ import process
 from userdata.index import Diff, UserIndex
 from userdata.keys import MIRROR
@@ -325,16 +325,16 @@ async def test_an_unreachable_database_never_holds_up_the_api_nor_the_shutdown(
 
 
 async def test_a_database_that_hangs_shows_as_behind_once_the_lag_grows(
-    start_service, data_dir, source_dir, write_user, monkeypatch
+    start_service, data_dir, source_dir, write_user
 ):
     # A server that accepts connections and never answers: no error comes for a long while.
     accepted: list[asyncio.StreamWriter] = []
     silent = await asyncio.start_server(lambda reader, writer: accepted.append(writer), "127.0.0.1", 0)
     port = silent.sockets[0].getsockname()[1]
-    monkeypatch.setattr(views, "MIRROR_LAG_LIMIT", 0.2)
     write_user("1")
     try:
-        service = await start_service(fast_settings(data_dir, database_url=f"postgresql://postgres@127.0.0.1:{port}/x"))
+        url = f"postgresql://postgres@127.0.0.1:{port}/x"
+        service = await start_service(fast_settings(data_dir, database_url=url, mirror_lag_limit=0.2))
 
         async def behind() -> bool:
             return (await service.get("/health"))["mirror"]["status"] == "degraded"
@@ -396,5 +396,29 @@ def test_notify_keeps_the_latest_wanted_state_per_user():
     a, b = UserRecord("a", "A", "A", 0, None), UserRecord("b", "B", "B", 0, None)
     mirror.notify(Diff(added=[a, b]))
     mirror.notify(Diff(removed=["a"], updated=[b]))
-    assert mirror._pending == {"a": None, "b": b}
+    assert mirror._backlog.pending == {"a": None, "b": b}
     assert mirror.pending == 2 and mirror.lag > 0
+
+
+async def test_problem_and_summary_say_why_and_how_far_the_mirror_is_behind(database_url):
+    mirror = PostgresMirror(database_url, UserIndex(), lag_limit=0.1)
+    try:
+        await mirror.connect()
+        await mirror.sync_all()
+        assert mirror.problem() is None
+        assert mirror.summary() == {"status": "ok", "lag_s": 0, "pending": 0}
+
+        mirror.notify(Diff(added=[UserRecord("a", "A", "B", 0, None)]))  # not started: nothing writes it
+        assert mirror.problem() is None and mirror.summary()["status"] == "ok"  # behind, not yet too far
+        await asyncio.sleep(0.15)
+        problem, summary = mirror.problem(), mirror.summary()
+        assert problem is not None and re.fullmatch(r"database mirror behind: writes are slow, lag \d+\.\d s", problem)
+        assert summary | {"lag_s": 0} == {"status": "degraded", "lag_s": 0, "pending": 1}, summary
+        assert summary["lag_s"] > 0.1, summary
+
+        mirror.error = "connection refused"
+        problem = mirror.problem()
+        assert problem is not None and problem.startswith("database mirror behind: connection refused, lag "), problem
+        assert mirror.summary()["status"] == "degraded"
+    finally:
+        await mirror.close()

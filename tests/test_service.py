@@ -8,8 +8,9 @@ import os
 import shutil
 
 import pytest
-from helpers import PNG, SHARED_DATA, fast_settings, wait_until
+from helpers import PNG, SHARED_DATA, SpyStore, fast_settings, wait_until
 
+from userdata.app import create_store
 from userdata.records import parse_user_csv
 
 
@@ -223,18 +224,14 @@ async def test_the_periodic_rescan_catches_changes_without_a_watcher(start_servi
     await wait_until(lambda: "7" in service.index and service.index.get("7").img_path)
 
 
-async def test_the_incremental_rescan_reads_only_changed_files(start_service, data_dir, write_user, monkeypatch):
+async def test_the_incremental_rescan_reads_only_changed_files(start_service, data_dir, write_user):
     for i in range(50):
         write_user(str(i), birthts=i)
-    service = await start_service(fast_settings(data_dir, watch=False))
-    read: list[str] = []
-    real_read_many = service.pipeline.store.read_many
-
-    async def counting_read_many(keys, parse):
-        read.extend(keys)
-        return await real_read_many(keys, parse)
-
-    monkeypatch.setattr(service.pipeline.store, "read_many", counting_read_many)
+    settings = fast_settings(data_dir, watch=False)
+    spy = SpyStore(create_store(settings))
+    service = await start_service(settings, store=spy)
+    read = spy.reads
+    read.clear()
     write_user("3", birthts=10**6)
     write_user("new")
     report = await service.pipeline.rescan(force=False)
@@ -262,19 +259,15 @@ async def test_rescans_racing_the_watcher_lose_nothing(service, write_user, sour
     assert await service.get("/data") == expected
 
 
-async def test_concurrent_posts_share_one_rescan(service, write_user, monkeypatch):
+async def test_concurrent_posts_share_one_rescan(start_service, data_dir, source_dir, write_user):
+    settings = fast_settings(data_dir)
+    spy = SpyStore(create_store(settings))
+    service = await start_service(settings, store=spy)
     write_user("7")
-    scans = 0
-    real_scan = service.pipeline._scan
-
-    async def counting_scan(**kwargs):
-        nonlocal scans
-        scans += 1
-        return await real_scan(**kwargs)
-
-    monkeypatch.setattr(service.pipeline, "_scan", counting_scan)
+    listings = len(spy.collector)  # one entry per listing
     reports = await asyncio.gather(*(service.post("/data") for _ in range(8)))
-    assert scans <= 2, scans  # one may already be running when the others arrive
+    scans = len(spy.collector) - listings
+    assert 1 <= scans <= 2, scans  # one may already be running when the others arrive
     assert len({r["users"] for r in reports}) == 1
 
 
@@ -310,24 +303,18 @@ async def test_a_rescan_asked_for_while_the_store_is_away_runs_when_it_is_back(
     assert service.pipeline.store_error is None
 
 
-async def test_an_unreadable_file_is_rejected_with_the_reason(start_service, data_dir, write_user, monkeypatch):
-    from userdata.stores import ObjectError
-    from userdata.stores.folder import FolderStore
-
+async def test_an_unreadable_file_is_rejected_with_the_reason(start_service, data_dir, write_user):
     write_user("7", "Ann")
     write_user("8")
-    real = FolderStore._read_one
-
-    def read_one(self, key):  # root reads any file, so the permission error is injected here
-        return ObjectError("Permission denied") if key.endswith("7.csv") else real(self, key)
-
-    monkeypatch.setattr(FolderStore, "_read_one", read_one)
-    service = await start_service(fast_settings(data_dir, watch=False))
+    settings = fast_settings(data_dir, watch=False)
+    spy = SpyStore(create_store(settings))
+    spy.unreadable["src-data/7.csv"] = "Permission denied"  # root reads any file: injected here
+    service = await start_service(settings, store=spy)
     assert await service.user_ids() == ["8"]
     assert (await service.get("/health"))["rejected"] == [
         {"key": "src-data/7.csv", "reason": "cannot read: Permission denied"}
     ]
-    monkeypatch.setattr(FolderStore, "_read_one", real)
+    spy.unreadable.clear()
     await service.pipeline.rescan(force=False)  # an unread file is read again by the next rescan
     assert await service.user_ids() == ["7", "8"]
 

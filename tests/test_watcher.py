@@ -3,12 +3,20 @@ import asyncio
 import pytest
 from helpers import wait_until
 
-from userdata.watcher import RESCAN, Watcher, folder_keys, minio_keys
+from userdata.objects import SourceObject
+from userdata.watcher import RESCAN, Watcher, folder_objects, minio_objects
 
 
-async def test_the_watcher_maps_paths_to_keys_and_filters_names(tmp_path):
+def _keys(seen: set[str]):
+    def submit(objects):
+        seen.update(obj.key for obj in objects)
+
+    return submit
+
+
+async def test_the_watcher_maps_paths_to_source_objects_and_filters_names(tmp_path):
     seen: set[str] = set()
-    watcher = Watcher(tmp_path, folder_keys(tmp_path, "src/"), seen.update, debounce_ms=50, step_ms=10)
+    watcher = Watcher(tmp_path, folder_objects(tmp_path, "src/"), _keys(seen), debounce_ms=50, step_ms=10)
     task = asyncio.create_task(watcher.run())
     try:
         await asyncio.sleep(0)  # awatch registers its watch in its first step
@@ -30,7 +38,11 @@ async def test_a_failed_watch_is_started_again_and_asks_to_catch_up(tmp_path):
     seen: set[str] = set()
     restarts = []
     watcher = Watcher(
-        directory, folder_keys(directory, ""), seen.update, on_rescan=lambda: restarts.append(1), retry_delay=0.05
+        directory,
+        folder_objects(directory, ""),
+        _keys(seen),
+        on_rescan=lambda: restarts.append(1),
+        retry_delays=(0.05,),
     )
     task = asyncio.create_task(watcher.run())
     try:
@@ -63,4 +75,5 @@ async def test_a_failed_watch_is_started_again_and_asks_to_catch_up(tmp_path):
 def test_minio_paths_map_to_the_objects_they_belong_to(tmp_path, relative, key):
     # MinIO's layout, simulated: object k of the bucket is the folder <bucket>/<k>/.
     bucket_dir = tmp_path / "bucket"
-    assert minio_keys(bucket_dir, "src/")(str((bucket_dir / relative).resolve())) == key
+    meaning = minio_objects(bucket_dir, "src/")(str((bucket_dir / relative).resolve()))
+    assert (meaning.key if isinstance(meaning, SourceObject) else meaning) == key

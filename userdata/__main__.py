@@ -113,9 +113,9 @@ async def process(settings: Settings) -> int:
     await store.open()
     index = UserIndex()
     output = OutputWriter(store, index, settings.output_key)
-    pipeline = Pipeline(store, index, settings.prefix, restore=output.restore)
+    pipeline = Pipeline(store, index, settings.prefix)
     try:
-        report = await pipeline.load()
+        report = await pipeline.load(restore=output.restore)
         written = await output.flush()
     except StoreUnavailable as e:
         print(f"userdata: store unavailable: {e}", file=sys.stderr)

@@ -19,6 +19,7 @@ from .cache import ResponseCache
 from .index import UserIndex
 from .keys import DATA_CACHE, INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER
 from .middleware import error_middleware
+from .objects import SourceObject
 from .pipeline import Pipeline
 from .settings import Settings
 from .sinks.output_csv import OutputWriter
@@ -27,7 +28,7 @@ from .stores import Store
 from .stores.folder import FolderStore
 from .stores.s3 import S3Store
 from .views import routes
-from .watcher import Watcher, folder_keys, minio_keys
+from .watcher import Watcher, folder_objects, minio_objects
 
 __all__ = ("create_app",)
 
@@ -37,10 +38,15 @@ FLUSH_TIMEOUT = 5.0
 logger = logging.getLogger("userdata.app")
 
 
-def create_app(settings: Settings) -> web.Application:
-    """The service for ``settings``; nothing starts until the app is run."""
+def create_app(settings: Settings, *, store: Store | None = None) -> web.Application:
+    """The service for ``settings``; nothing starts until the app is run.
+
+    :param settings: how it runs
+    :param store: the store to use instead of the one ``settings`` name (tests wrap one)
+    """
     app = web.Application(middlewares=[error_middleware])
     app[SETTINGS] = settings
+    app[STORE] = create_store(settings) if store is None else store
     app[DATA_CACHE] = ResponseCache()
     app.cleanup_ctx.extend([_store_ctx, _output_ctx, _mirror_ctx, _pipeline_ctx, _rescan_ctx])
     app.router.add_routes(routes)
@@ -55,19 +61,25 @@ def create_store(settings: Settings) -> Store:
     return FolderStore(settings.data_dir, settings.bucket, settings.prefix)
 
 
-def create_watcher(settings: Settings, store: Store, submit: Callable[[Iterable[str]], None]) -> Watcher | None:
+def create_watcher(
+    settings: Settings, store: Store, submit: Callable[[Iterable[SourceObject]], None]
+) -> Watcher | None:
     """The folder store's watcher, or in S3 mode one for MinIO's data directory when given."""
     if not settings.watch or settings.data_dir is None:
         return None
-    options: dict[str, Any] = {"debounce_ms": settings.watch_debounce_ms, "step_ms": settings.watch_step_ms}
+    options: dict[str, Any] = {
+        "debounce_ms": settings.watch_debounce_ms,
+        "step_ms": settings.watch_step_ms,
+        "retry_delays": settings.retry_delays,
+    }
     if isinstance(store, FolderStore):
-        return Watcher(store.source_dir, folder_keys(store.source_dir, settings.prefix), submit, **options)
+        return Watcher(store.source_dir, folder_objects(store.source_dir, settings.prefix), submit, **options)
     bucket_dir = settings.data_dir / settings.bucket
-    return Watcher(bucket_dir, minio_keys(bucket_dir, settings.prefix), submit, recursive=True, **options)
+    return Watcher(bucket_dir, minio_objects(bucket_dir, settings.prefix), submit, recursive=True, **options)
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    app[STORE] = store = create_store(app[SETTINGS])
+    store = app[STORE]
     await store.open()
     yield
     await store.close()
@@ -101,16 +113,16 @@ async def _mirror_ctx(app: web.Application) -> AsyncIterator[None]:
     if not settings.database_url:
         yield
         return
-    mirror = app[MIRROR] = PostgresMirror(settings.database_url, app[INDEX], retry_delays=settings.retry_delays)
+    mirror = app[MIRROR] = PostgresMirror(
+        settings.database_url, app[INDEX], retry_delays=settings.retry_delays, lag_limit=settings.mirror_lag_limit
+    )
     yield  # _pipeline_ctx feeds it and starts it
     await mirror.close(grace=2.0)  # writes what it can in that time; never waits for a database that is down
 
 
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
-    pipeline = app[PIPELINE] = Pipeline(
-        store, app[INDEX], settings.prefix, restore=app[OUTPUT].restore, retry_delays=settings.retry_delays
-    )
+    pipeline = app[PIPELINE] = Pipeline(store, app[INDEX], settings.prefix, retry_delays=settings.retry_delays)
     pipeline.listeners.append(app[OUTPUT].notify)
     if MIRROR in app:  # its first sync waits for the first load: a partial index would delete rows
         pipeline.listeners.append(app[MIRROR].notify)
@@ -123,7 +135,9 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         # awatch sets up its watches synchronously in its first step: let it take that step
         # before the first listing, so no change falls between the two.
         await asyncio.sleep(0)
-    pipeline_task = _start(pipeline.run(), "pipeline")
+    # The last good records come from output.csv: a user whose CSV is invalid at start-up keeps
+    # the record it had.
+    pipeline_task = _start(pipeline.run(restore=app[OUTPUT].restore), "pipeline")
     yield
     if watcher is not None:
         watcher.stop_event.set()

@@ -1,32 +1,32 @@
-"""MinIO bucket notifications (S3 event JSON) -> keys for the pipeline to look at again."""
+"""MinIO bucket notifications (S3 event JSON) -> source objects for the pipeline to look at again."""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import unquote_plus
 
-from .objects import classify
+from .objects import SourceObject, classify
 
-__all__ = ("InvalidEvent", "keys_from_event")
+__all__ = ("InvalidEvent", "objects_from_event")
 
 
 class InvalidEvent(ValueError):
     """The body is not an S3 event notification."""
 
 
-def keys_from_event(payload: Any, bucket: str, prefix: str) -> set[str]:
-    """The source keys an event names; records of other buckets or prefixes are ignored.
+def objects_from_event(payload: Any, bucket: str, prefix: str) -> set[SourceObject]:
+    """The source objects an event names; records of other buckets or prefixes are ignored.
 
     Delivery is at least once and unordered, and the event kind is not needed: the pipeline
     reads each key again and finds out whether it was created, changed or deleted.
 
     >>> event = {"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": "src%2F1.csv"}}}]}
-    >>> keys_from_event(event, "b", "src/")
-    {'src/1.csv'}
+    >>> objects_from_event(event, "b", "src/")
+    {SourceObject(key='src/1.csv', kind='csv', user_id='1')}
     """
     if not isinstance(payload, dict) or not isinstance(payload.get("Records"), list):
         raise InvalidEvent("expected an S3 event: a JSON object with a Records list")
-    keys = set()
+    objects = set()
     for record in payload["Records"]:
         try:
             name = record["s3"]["bucket"]["name"]
@@ -36,6 +36,6 @@ def keys_from_event(payload: Any, bucket: str, prefix: str) -> set[str]:
         if not isinstance(name, str) or not isinstance(raw_key, str):
             raise InvalidEvent("s3.bucket.name and s3.object.key must be strings")
         key = unquote_plus(raw_key)  # MinIO sends the key URL-encoded, spaces as '+'
-        if name == bucket and classify(key, prefix):
-            keys.add(key)
-    return keys
+        if name == bucket and (obj := classify(key, prefix)) is not None:
+            objects.add(obj)
+    return objects

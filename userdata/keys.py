@@ -1,17 +1,47 @@
-"""Typed keys for what the application holds."""
+"""Typed keys for what the application holds, and the small Protocols some of them are typed with.
+
+Views and the health module know the watcher and the database mirror only by these Protocols,
+so they import neither watchfiles nor asyncpg.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from .cache import ResponseCache
-from .index import UserIndex
+from .index import Diff, UserIndex
 from .pipeline import Pipeline
 from .settings import Settings
 from .sinks.output_csv import OutputWriter
-from .sinks.postgres import PostgresMirror
 from .stores import Store
-from .watcher import Watcher
+
+__all__ = ("DATA_CACHE", "INDEX", "MIRROR", "OUTPUT", "PIPELINE", "SETTINGS", "STORE", "WATCHER", "Mirror", "Part")
+
+
+class Part(Protocol):
+    """A long-lived part that can tell what keeps it from doing its job."""
+
+    def problem(self) -> str | None:
+        """Why the part is not doing its job right now (for /health), None while it is."""
+        ...
+
+
+class Mirror(Part, Protocol):
+    """The database mirror, as the app and /health see it."""
+
+    def notify(self, diff: Diff) -> None: ...
+
+    def start(self, loaded: asyncio.Event) -> None: ...
+
+    async def close(self, grace: float = 2.0) -> None: ...
+
+    def summary(self) -> dict[str, Any]:
+        """Its state for /health: status, lag and pending changes."""
+        ...
+
 
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
@@ -19,5 +49,5 @@ INDEX = web.AppKey("index", UserIndex)
 DATA_CACHE = web.AppKey("data_cache", ResponseCache)  # bodies of recent GET /data answers
 PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTPUT = web.AppKey("output", OutputWriter)
-WATCHER = web.AppKey("watcher", Watcher)  # only set while a folder is watched
-MIRROR = web.AppKey("mirror", PostgresMirror)  # only set with a database URL
+WATCHER = web.AppKey("watcher", Part)  # only set while a folder is watched
+MIRROR = web.AppKey("mirror", Mirror)  # only set with a database URL

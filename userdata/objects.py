@@ -8,6 +8,9 @@ __all__ = ("SourceObject", "classify")
 
 
 class SourceObject(NamedTuple):
+    """A key classified as a user's CSV or PNG: what producers hand the pipeline."""
+
+    key: str
     kind: Literal["csv", "png"]
     user_id: str
 
@@ -20,7 +23,7 @@ def classify(key: str, prefix: str) -> SourceObject | None:
     Extensions match in any case.
 
     >>> classify("src-data/0001.CSV", "src-data/")
-    SourceObject(kind='csv', user_id='0001')
+    SourceObject(key='src-data/0001.CSV', kind='csv', user_id='0001')
     """
     if not key.startswith(prefix):
         return None
@@ -35,9 +38,9 @@ def classify(key: str, prefix: str) -> SourceObject | None:
     user_id = key[len(prefix) : -4]
     if not user_id or user_id[0] == "." or "/" in user_id:
         return None
-    return _new(SourceObject, (kind, user_id))
+    return _new(SourceObject, (key, kind, user_id))
 
 
 # NamedTuple's own constructor is a Python function; this is the same object made in C, and
-# classify runs for every key of every listing.
+# classify runs for every key an incremental listing names anew.
 _new = tuple.__new__

@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .backoff import DEFAULT_DELAYS
+
 __all__ = ("OPTIONS", "Settings", "SettingsError", "resolve")
 
 
@@ -43,7 +45,9 @@ class Settings:
     watch_step_ms: int = 20
     output_settle: float = 0.3
     output_max_delay: float = 3.0
-    retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0)
+    retry_delays: tuple[float, ...] = DEFAULT_DELAYS
+    #: seconds of lag after which the database mirror counts as behind, even before an error says why
+    mirror_lag_limit: float = 30.0
 
     def __post_init__(self) -> None:
         if self.data_dir is not None:

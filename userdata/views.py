@@ -14,16 +14,14 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
-from .events import InvalidEvent, keys_from_event
+from .events import InvalidEvent, objects_from_event
+from .health import check_health
 from .index import Filters, birth_days
-from .keys import DATA_CACHE, INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER
+from .keys import DATA_CACHE, INDEX, PIPELINE, SETTINGS
 from .middleware import BadRequest, json_error
 from .stores import StoreUnavailable
 
 __all__ = ("parse_filters", "routes")
-
-#: Seconds of lag after which the database mirror counts as behind even before an error says why.
-MIRROR_LAG_LIMIT = 30.0
 
 routes = web.RouteTableDef()
 
@@ -139,44 +137,19 @@ async def events(request: web.Request) -> web.Response:
             401, "a valid Authorization: Bearer <token> header is required", {"WWW-Authenticate": "Bearer"}
         )
     try:
-        keys = keys_from_event(orjson.loads(await request.read()), settings.bucket, settings.prefix)
+        objects = objects_from_event(orjson.loads(await request.read()), settings.bucket, settings.prefix)
     except orjson.JSONDecodeError:
         raise BadRequest("the body is not JSON") from None
     except InvalidEvent as e:
         raise BadRequest(str(e)) from None
-    request.app[PIPELINE].submit(keys)
-    return _json({"keys": len(keys)})
+    request.app[PIPELINE].submit(objects)
+    return _json({"keys": len(objects)})
 
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
-    pipeline, output = request.app[PIPELINE], request.app[OUTPUT]
-    causes = []
-    if pipeline.store_error is not None:
-        causes.append(f"store unavailable: {pipeline.store_error}")
-    if output.error is not None:
-        causes.append(output.error)
-    watcher = request.app.get(WATCHER)
-    if watcher is not None and watcher.error is not None:
-        causes.append(watcher.error)
-    mirror = request.app.get(MIRROR)
-    mirror_behind = mirror is not None and (mirror.error is not None or mirror.lag > MIRROR_LAG_LIMIT)
-    if mirror is not None and mirror_behind:
-        why = mirror.error or "writes are slow"  # a database that hangs raises nothing for a while
-        causes.append(f"database mirror behind: {why}, lag {mirror.lag:.1f} s")
-    cause = "; ".join(causes)
-    if not pipeline.loaded.is_set():
-        return _json({"status": "degraded", "cause": cause} if cause else {"status": "starting"}, 503)
-    body: dict[str, Any] = {"status": "degraded" if cause else "ok"}
-    if cause:
-        body["cause"] = cause
-    body["users"] = len(request.app[INDEX])
-    body["rejected"] = [{"key": k, "reason": r} for k, r in sorted(pipeline.rejected.items())]
-    body["store"] = request.app[STORE].describe()
-    if mirror is not None:
-        status = "degraded" if mirror_behind else "ok"
-        body["mirror"] = {"status": status, "lag_s": round(mirror.lag, 3), "pending": mirror.pending}
-    return _json(body)
+    status, body = check_health(request.app)
+    return _json(body, status)
 
 
 @routes.get("/")

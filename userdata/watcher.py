@@ -13,47 +13,55 @@ Two layouts map paths to keys:
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import os
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
+from typing import Literal
 
 from watchfiles import Change, awatch
 
-from .objects import classify
+from .backoff import DEFAULT_DELAYS, Backoff
+from .objects import SourceObject, classify
 
-__all__ = ("RESCAN", "KeyOf", "Watcher", "folder_keys", "minio_keys")
+__all__ = ("RESCAN", "ObjectOf", "Watcher", "folder_objects", "minio_objects")
 
 logger = logging.getLogger("userdata.watcher")
 
-KeyOf = Callable[[str], "str | None"]
-#: What a ``KeyOf`` gives for a path that names no one object but may stand for many: the folder
-#: of the source objects (or one above it) appeared or went. Files made in a brand-new folder can
-#: come before its watch does, so the watcher asks for a rescan instead.
-RESCAN = "*"
+
+class _Many(enum.Enum):
+    RESCAN = "rescan"
 
 
-def folder_keys(source_dir: Path, prefix: str) -> KeyOf:
-    """Paths of files directly in ``source_dir`` -> source object keys."""
+#: What an ``ObjectOf`` gives for a path that names no one object but may stand for many: the
+#: folder of the source objects (or one above it) appeared or went. Files made in a brand-new
+#: folder can come before its watch does, so the watcher asks for a rescan instead.
+RESCAN = _Many.RESCAN
+#: What a changed path means: the source object it belongs to, RESCAN, or None (nothing).
+ObjectOf = Callable[[str], "SourceObject | Literal[_Many.RESCAN] | None"]
+
+
+def folder_objects(source_dir: Path, prefix: str) -> ObjectOf:
+    """Paths of files directly in ``source_dir`` -> source objects."""
     directory = str(Path(source_dir).resolve())
 
-    def key_of(path: str) -> str | None:
+    def object_of(path: str) -> SourceObject | None:
         if os.path.dirname(path) != directory:
             return None
-        key = prefix + os.path.basename(path)
-        return key if classify(key, prefix) else None
+        return classify(prefix + os.path.basename(path), prefix)
 
-    return key_of
+    return object_of
 
 
-def minio_keys(bucket_dir: Path, prefix: str) -> KeyOf:
-    """Paths in MinIO's ``<data-dir>/<bucket>`` -> keys of the objects they belong to."""
+def minio_objects(bucket_dir: Path, prefix: str) -> ObjectOf:
+    """Paths in MinIO's ``<data-dir>/<bucket>`` -> the source objects they belong to."""
     bucket = Path(bucket_dir).name
     base = os.path.join(str(Path(bucket_dir).resolve()), *prefix.split("/")[:-1])
     warned: set[str] = set()
 
-    def key_of(path: str) -> str | None:
+    def object_of(path: str) -> SourceObject | Literal[_Many.RESCAN] | None:
         if base == path or base.startswith(path + os.sep):
             return RESCAN
         rel = os.path.relpath(path, base)
@@ -61,7 +69,8 @@ def minio_keys(bucket_dir: Path, prefix: str) -> KeyOf:
             return None
         first, sep, _ = rel.partition(os.sep)
         key = prefix + first
-        if classify(key, prefix) is None:
+        obj = classify(key, prefix)
+        if obj is None:
             return None
         if not sep and path not in warned and os.path.isfile(path):
             warned.add(path)
@@ -73,53 +82,65 @@ def minio_keys(bucket_dir: Path, prefix: str) -> KeyOf:
                 bucket,
                 key,
             )
-        return key
+        return obj
 
-    return key_of
+    return object_of
 
 
 class Watcher:
-    """Watches ``root`` and submits the keys that ``key_of`` gives for changed paths.
+    """Watches ``root`` and submits the source objects that changed paths belong to.
 
-    Only names matter: whether a key was added, changed or deleted is for the pipeline to find
-    out from the store (a rename is a delete and an add, and one batch can hold both for the same
-        path). ``on_rescan`` is called where file events cannot say what changed: when watching
-    resumes after a failure, and when ``key_of`` gives :data:`RESCAN`.
+    Only names matter: whether an object was added, changed or deleted is for the pipeline to
+    find out from the store (a rename is a delete and an add, and one batch can hold both for the
+    same path).
+
+    :param root: the folder to watch
+    :param object_of: what a changed path means (:func:`folder_objects`, :func:`minio_objects`)
+    :param submit: takes the source objects of each batch of file events
+    :param recursive: watch the folders below ``root`` too
+    :param on_rescan: called where file events cannot say what changed: when watching resumes
+        after a failure, and when ``object_of`` gives :data:`RESCAN`
+    :param debounce_ms: how long awatch gathers events into one batch
+    :param step_ms: how often awatch looks for new events within a batch
+    :param retry_delays: the backoff while the folder cannot be watched
     """
 
     def __init__(
         self,
         root: Path,
-        key_of: KeyOf,
-        submit: Callable[[Iterable[str]], None],
+        object_of: ObjectOf,
+        submit: Callable[[Iterable[SourceObject]], None],
         *,
         recursive: bool = False,
         on_rescan: Callable[[], object] = lambda: None,
         debounce_ms: int = 200,
         step_ms: int = 20,
-        retry_delay: float = 2.0,
+        retry_delays: tuple[float, ...] = DEFAULT_DELAYS,
     ) -> None:
         self.root = str(Path(root).resolve())
-        self.key_of = key_of
+        self.object_of = object_of
         self.submit = submit
         self.recursive = recursive
         self.on_rescan = on_rescan
         self.debounce_ms = debounce_ms
         self.step_ms = step_ms
-        self.retry_delay = retry_delay
         self.stop_event = asyncio.Event()
         #: why the folder is not being watched, None while it is
         self.error: str | None = None
+        self._backoff = Backoff(retry_delays)
+
+    def problem(self) -> str | None:
+        """For /health: why the folder is not being watched, None while it is."""
+        return self.error
 
     def _wanted(self, change: Change, path: str) -> bool:
-        return self.key_of(path) is not None
+        return self.object_of(path) is not None
 
     async def run(self) -> None:
         """Watch until :attr:`stop_event` is set; a failing watch is started again."""
-        failures = 0
         while not self.stop_event.is_set():
             try:
-                if failures:
+                if self._backoff.failures:
                     self.on_rescan()
                 logger.info("watching %s", self.root)
                 async for changes in awatch(
@@ -133,18 +154,18 @@ class Watcher:
                     rust_timeout=1000,
                 ):
                     self.error = None  # the watch is up: reached on the first batch or timeout
-                    keys = {key for _, path in changes if (key := self.key_of(path))}
-                    if RESCAN in keys:
-                        keys.discard(RESCAN)
+                    self._backoff.succeeded()
+                    meanings = {self.object_of(path) for _, path in changes}
+                    if RESCAN in meanings:
                         self.on_rescan()
-                    if keys:
-                        logger.debug("file events for %s", sorted(keys))
-                        self.submit(keys)
+                    objects = {m for m in meanings if isinstance(m, SourceObject)}
+                    if objects:
+                        logger.debug("file events for %s", sorted(obj.key for obj in objects))
+                        self.submit(objects)
                 return
             except Exception as e:
-                delay = min(self.retry_delay * 2**failures, 30.0)
-                failures += 1
+                delay = self._backoff.failed()
                 self.error = f"not watching {self.root}: {e}"
-                logger.warning("%s; retrying in %g s", self.error, delay)
+                logger.warning("%s; retrying in %.2g s", self.error, delay)
                 with suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stop_event.wait(), delay)

@@ -7,18 +7,16 @@ import csv
 import hashlib
 import io
 import logging
-import os
-import tempfile
-import threading
 import time
 from collections.abc import Iterable
 from itertools import chain
 from sys import intern
-from typing import BinaryIO
 
+from ..backoff import DEFAULT_DELAYS, Backoff
 from ..index import Diff, UserIndex
 from ..records import InvalidRecord, UserRecord
 from ..stores import ObjectError, Store, StoreUnavailable
+from .spool import Spool
 
 __all__ = ("HEADER", "OutputWriter", "parse_output", "render_output")
 
@@ -82,7 +80,15 @@ class OutputWriter:
 
     A write waits until no change came for ``settle`` seconds (at most ``max_delay`` after the
     first), renders on the event loop in slices of about a millisecond, and is skipped when the
-    bytes would be the same.
+    bytes would be the same. A failed write is retried with backoff.
+
+    :param store: where output.csv is read back from at start and written to
+    :param index: the users to write; ``notify`` is to be called with each of its changes
+    :param key: the key of output.csv in ``store``
+    :param settle: seconds without a change before a write
+    :param max_delay: seconds after the first change at most before a write, however many follow
+    :param retry_delays: seconds to wait after the first, second, ... failed write in a row
+        (the last repeats), each spread a little by jitter
     """
 
     def __init__(
@@ -93,17 +99,17 @@ class OutputWriter:
         *,
         settle: float = 0.3,
         max_delay: float = 3.0,
-        retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
+        retry_delays: tuple[float, ...] = DEFAULT_DELAYS,
     ) -> None:
         self.store = store
         self.index = index
         self.key = key
         self.settle = settle
         self.max_delay = max_delay
-        self.retry_delays = retry_delays or (5.0,)
-        self._failures = 0
+        self._backoff = Backoff(retry_delays)
         #: why the last write failed, None after a good one
         self.error: str | None = None
+        #: output.csv objects written (a write skipped for the same bytes is not one)
         self.writes = 0
         self._changed = asyncio.Event()
         self._written_version = -1
@@ -112,6 +118,10 @@ class OutputWriter:
     def notify(self, diff: Diff) -> None:
         """A pipeline listener: the index changed."""
         self._changed.set()
+
+    def problem(self) -> str | None:
+        """Why the last write failed, for /health to show as the cause; None after a good one."""
+        return self.error
 
     async def restore(self) -> list[UserRecord]:
         """The records of the existing output.csv: each user's last good record."""
@@ -122,7 +132,7 @@ class OutputWriter:
             return []
         if data is None:
             return []
-        # In a thread: at a million users parsing takes seconds, hashing tens of milliseconds.
+        # In a thread: parsing and hashing a large file would stall the event loop.
         try:
             records = await asyncio.to_thread(parse_output, data)
         except InvalidRecord as e:
@@ -144,14 +154,19 @@ class OutputWriter:
                 except asyncio.TimeoutError:
                     break
             self._changed.clear()
-            if not await self.flush():
-                asyncio.get_running_loop().call_later(self._next_delay(), self._changed.set)
+            retry_in = await self._write()
+            if retry_in is not None:
+                asyncio.get_running_loop().call_later(retry_in, self._changed.set)
 
     async def flush(self) -> bool:
         """Write now if the index changed since the last write; False if the write failed."""
+        return await self._write() is None
+
+    async def _write(self) -> float | None:
+        """:meth:`flush`; None if it succeeded, else the seconds to wait before trying again."""
         version = self.index.version
         if version == self._written_version:
-            return True
+            return None
         try:
             spool, digest, rows = await self._render()
         except OSError as e:
@@ -160,7 +175,7 @@ class OutputWriter:
             if digest == self._digest:
                 await asyncio.to_thread(spool.close)
                 self._written_version = version
-                return True
+                return None
             try:
                 data = await asyncio.to_thread(spool.read_and_close)
             except OSError as e:
@@ -174,29 +189,30 @@ class OutputWriter:
         except (OSError, StoreUnavailable) as e:
             return self._failed(f"cannot write {self.key}: {e}")
         self.error = None
-        self._failures = 0
+        self._backoff.succeeded()
         self._digest = digest
         self._written_version = version
         self.writes += 1
         logger.info("wrote %s: %d users, %d bytes", self.key, rows, len(data))
-        return True
+        return None
 
-    def _failed(self, error: str) -> bool:
+    def _failed(self, error: str) -> float:
         self.error = error
-        logger.warning("%s; trying again in %g s", error, self._next_delay(peek=True))
-        return False
+        delay = self._backoff.failed()
+        logger.warning("%s; trying again in %g s", error, delay)
+        return delay
 
-    async def _render(self) -> tuple[_Spool, bytes, int]:
+    async def _render(self) -> tuple[Spool, bytes, int]:
         """What ``render_output(self.index.records())`` gives (spooled), its digest and row count.
 
         Rendered on the event loop, a slice of rows at a time with a yield in between, so the loop
         never waits longer than one slice (about a millisecond, however fast the machine is). Not
         in a thread: one rendering the whole file holds the GIL while the loop, after each of its
-        socket operations, waits up to the 5 ms switch interval to get it back (a convoy: 100+ ms
-        stalls at 1M users).
-        Nothing is done to the whole file at once on the loop either (at 1M users, 48 MB: hashing
-        it takes ~50 ms, joining its parts ~30 ms, copying the sorted ids ~20 ms): each slice is
-        hashed and spooled as it comes. The incremental digest equals ``_digest`` of the bytes.
+        socket operations, waits up to the 5 ms switch interval to get it back (a convoy of long
+        stalls with many users).
+        Nothing is done to the whole file at once on the loop either (hashing it, joining its
+        parts or copying the sorted ids would each stall the loop): each slice is hashed and
+        spooled as it comes. The incremental digest equals ``_digest`` of the bytes.
 
         Consistency: the index is only changed by the event loop, never while a slice renders,
         but it may change between slices, so the output can mix records from before and after a
@@ -205,7 +221,7 @@ class OutputWriter:
         the version flush() records as written, and the pipeline's notify() set ``_changed``: run()
         flushes again and writes the settled state (or skips it if the bytes are the same).
         """
-        spool = _Spool()
+        spool = Spool()
         try:
             digest = hashlib.blake2b(digest_size=_DIGEST_SIZE)
             chunk = _HEADER_LINE
@@ -217,9 +233,9 @@ class OutputWriter:
                 started = time.perf_counter()
                 digest.update(chunk)
                 spool.write(chunk)
-                # A slice of the index's ids, not a copy of them all (copying 1M ids stalls the
-                # loop ~20 ms); it starts after the last id written, so however the index changed
-                # meanwhile, every user comes at most once, in order.
+                # A slice of the index's ids, not a copy of them all (a stall with many users);
+                # it starts after the last id written, so however the index changed meanwhile,
+                # every user comes at most once, in order.
                 batch = self.index.ids_after(last, size)
                 if not batch:
                     return spool, digest.digest(), rows
@@ -233,13 +249,6 @@ class OutputWriter:
             spool.close()
             raise
 
-    def _next_delay(self, *, peek: bool = False) -> float:
-        """Backoff after failed writes: the next delay of ``retry_delays``, then its last."""
-        delay = self.retry_delays[min(self._failures, len(self.retry_delays) - 1)]
-        if not peek:
-            self._failures += 1
-        return delay
-
 
 def _next_slice(rows: int, seconds: float) -> int:
     """Rows for the next slice, after one of ``rows`` took ``seconds``: as many as fit in
@@ -251,58 +260,6 @@ def _next_slice(rows: int, seconds: float) -> int:
 
 
 _DIGEST_SIZE = 16
-
-
-class _Spool:
-    """Bytes appended piece by piece to an anonymous file, then read back whole in one read.
-
-    Joining the pieces of a large output.csv holds the GIL while it copies (``b"".join`` of 48 MB:
-    ~30 ms; a growing BytesIO or bytearray copies too, once glibc has raised its mmap threshold),
-    which stalls the event loop even when done in a thread. A read into a new bytes object copies
-    in the kernel with the GIL released, so the loop runs on meanwhile. Appending a slice is a
-    write of some 50 KB: a few microseconds.
-    """
-
-    def __init__(self) -> None:
-        # read_and_close() runs in a thread, close() may come from the loop: never both at once.
-        self._lock = threading.Lock()
-        self._file: BinaryIO
-        if hasattr(os, "memfd_create"):  # Linux: in memory, never on a disk
-            self._file = open(os.memfd_create("userdata-output", os.MFD_CLOEXEC), "w+b", buffering=0)  # noqa: SIM115
-        else:
-            self._file = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115
-        self._size = 0
-
-    def write(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[self._file.write(view) :]
-        self._size += len(data)
-
-    def read_and_close(self) -> bytes:
-        """Everything written, as one bytes object (call in a thread: it takes ~30 ms for 48 MB)."""
-        with self._lock:
-            return self._read_and_close()
-
-    def _read_and_close(self) -> bytes:
-        try:
-            self._file.seek(0)
-            parts = []
-            left = self._size
-            while left:
-                part = self._file.read(left)
-                if not part:
-                    raise OSError(f"spool ended {left} bytes early")
-                parts.append(part)
-                left -= len(part)
-            return parts[0] if len(parts) == 1 else b"".join(parts)
-        finally:
-            self._file.close()
-
-    def close(self) -> None:
-        """Close (again: a no-op)."""
-        with self._lock:
-            self._file.close()
 
 
 def _digest(data: bytes) -> bytes:

@@ -1,0 +1,62 @@
+"""Where the pipeline trades plain code for a free event loop: the collector and worker threads.
+
+The only module that touches the garbage collector. Each step here has a test of its own
+(``tests/test_tuning.py``) and its effect is measured by benchmarks 1 and 7 (bench/RESULTS.md):
+
+- a load keeps nearly everything it allocates, so the collector is off while it runs (passes
+  over a growing heap would only lengthen it), and what it built is frozen afterwards (out of
+  every later full collection's way);
+- a rescan's allocations are kept (a new catalog) or freed by reference counting (a listing),
+  so the collector pauses while it runs too;
+- passes over every object run on a worker thread (:func:`off_loop`), and large dicts are
+  emptied there item by item (:func:`free_off_loop`): ``dict.clear()`` is one call that holds
+  the GIL, and so the event loop, until every entry is freed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+__all__ = ("collector_paused", "free_off_loop", "frozen_when_done", "off_loop")
+
+T = TypeVar("T")
+
+
+@contextmanager
+def collector_paused() -> Iterator[None]:
+    """The collector off for the block (a rescan), on again however the block ends."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextmanager
+def frozen_when_done() -> Iterator[None]:
+    """The collector off for the block (a load); if it succeeds, all that lives then is frozen."""
+    with collector_paused():
+        yield
+        gc.freeze()
+
+
+async def off_loop(work: Callable[..., T], *args: Any) -> T:
+    """``work(*args)`` on a worker thread, while the caller (the only writer of what it reads) waits."""
+    return await asyncio.to_thread(work, *args)
+
+
+async def free_off_loop(*dicts: dict[Any, Any]) -> None:
+    """Empty ``dicts`` one item at a time, on a worker thread."""
+    await asyncio.to_thread(_empty, dicts)
+
+
+def _empty(dicts: tuple[dict[Any, Any], ...]) -> None:
+    for each in dicts:
+        while each:
+            each.popitem()
