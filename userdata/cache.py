@@ -13,8 +13,10 @@ class ResponseCache:
     A repeated query (a dashboard polling the same filters) is answered without searching the
     index or serialising again. The key must hold everything else that decides the answer (for
     /data: the image filter and the birth days the age filters allow on today's date); the first
-    lookup at a new index version forgets every body. At most ``entries`` bodies of at most
-    ``max_body`` bytes each are kept, the oldest dropped first.
+    lookup at a new index version forgets every body.
+
+    :param entries: bodies kept at most, the oldest dropped first
+    :param max_body: bytes of a body at most; larger ones are not kept
     """
 
     def __init__(self, entries: int = 32, max_body: int = 256 * 1024) -> None:

@@ -1,9 +1,8 @@
 """The in-memory user index: records by user_id, and birth-day buckets for age queries.
 
 Ages change only at midnight UTC, so an age range is a range of birth days. Users are kept in
-two groups (with and without an image), each a sorted list of the birth days present, a set of
-user ids per day and the sum of their birthts; prefix sums over the days answer a count and an
-average in O(log days), and a filtered list costs in proportion to what it returns.
+two groups (with and without an image) of :class:`~userdata.days.DayBuckets`: a count and an
+average cost O(log days), and a filtered list costs in proportion to what it returns.
 
 The index does no I/O and never awaits: one task (the pipeline) writes it, views read it.
 """
@@ -14,17 +13,14 @@ import math
 from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import accumulate
 
-from .records import DAY_MS, YEAR_MS, UserRecord, day_of, latest_birth_day_for_age
+from .days import DayBuckets
+from .records import DAY_MS, YEAR_MS, UserRecord, latest_birth_day_for_age
 
 __all__ = ("Diff", "Filters", "Stats", "UserIndex", "birth_days")
 
 #: Batches adding or removing more ids than this (plus 1/64 of the index) re-sort all ids.
 _RESORT_MIN = 256
-#: A day's user ids are a list (under half a dict's size per id) up to this many, then a dict,
-#: so that removing one stays cheap however many users share a birthday.
-_LIST_MAX = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,82 +50,12 @@ class Diff:
         return bool(self.added or self.updated or self.removed)
 
 
-class _Group:
-    """Users of one image state, bucketed by birth day."""
-
-    __slots__ = ("_counts_prefix", "_sums_prefix", "days", "members", "sums")
-
-    def __init__(self) -> None:
-        #: Per day, the user ids: a list, or for a crowded day the keys of a dict (see _LIST_MAX).
-        self.members: dict[int, list[str] | dict[str, None]] = {}
-        self.sums: dict[int, int] = {}
-        self.days: list[int] = []
-        self._counts_prefix: list[int] | None = None
-        self._sums_prefix: list[int] | None = None
-
-    def add(self, user_id: str, birthts: int) -> None:
-        day = birthts // DAY_MS  # day_of(), inline
-        bucket = self.members.get(day)
-        if bucket is None:
-            self.members[day] = [user_id]
-            self.sums[day] = birthts
-            insort(self.days, day)
-        else:
-            if isinstance(bucket, dict):
-                bucket[user_id] = None
-            elif len(bucket) < _LIST_MAX:
-                bucket.append(user_id)
-            else:
-                self.members[day] = dict.fromkeys([*bucket, user_id])
-            self.sums[day] += birthts
-        self._counts_prefix = self._sums_prefix = None
-
-    def invalidate(self) -> None:
-        """Forget the prefix sums (after members or sums changed)."""
-        self._counts_prefix = self._sums_prefix = None
-
-    def discard(self, user_id: str, birthts: int) -> None:
-        day = day_of(birthts)
-        bucket = self.members[day]
-        if isinstance(bucket, dict):
-            del bucket[user_id]
-        else:
-            bucket.remove(user_id)
-        if bucket:
-            self.sums[day] -= birthts
-        else:
-            del self.members[day], self.sums[day]
-            del self.days[bisect_left(self.days, day)]
-        self._counts_prefix = self._sums_prefix = None
-
-    def _span(self, lo: int | None, hi: int | None) -> tuple[int, int]:
-        i = 0 if lo is None else bisect_left(self.days, lo)
-        j = len(self.days) if hi is None else bisect_right(self.days, hi)
-        return i, max(i, j)
-
-    def totals(self, lo: int | None, hi: int | None) -> tuple[int, int]:
-        """(count, sum of birthts) of users born on days lo..hi (inclusive)."""
-        if self._counts_prefix is None or self._sums_prefix is None:
-            self._counts_prefix = [0, *accumulate(len(self.members[d]) for d in self.days)]
-            self._sums_prefix = [0, *accumulate(self.sums[d] for d in self.days)]
-        i, j = self._span(lo, hi)
-        counts, sums = self._counts_prefix, self._sums_prefix
-        return counts[j] - counts[i], sums[j] - sums[i]
-
-    def add_ids(self, lo: int | None, hi: int | None, out: list[str]) -> None:
-        """Append to ``out`` the ids of users born on days lo..hi (inclusive)."""
-        i, j = self._span(lo, hi)
-        members = self.members
-        for day in self.days[i:j]:
-            out += members[day]
-
-
 class UserIndex:
     """All users in memory, answering /data and /stats queries."""
 
     def __init__(self) -> None:
         self._users: dict[str, UserRecord] = {}
-        self._groups = (_Group(), _Group())  # [without image, with image]
+        self._groups = (DayBuckets(), DayBuckets())  # [without image, with image]
         #: every user_id, sorted; kept up to date by apply() (re-sorted whole after a large batch)
         self._sorted_ids: list[str] = []
         #: Bumped by every apply() that changed something; sinks compare it.
@@ -207,7 +133,8 @@ class UserIndex:
         records = list(users.values())
         without: dict[int, list[str]] = {}  # day -> user ids, per group
         with_image: dict[int, list[str]] = {}
-        sums_without, sums_with = self._groups[0].sums, self._groups[1].sums
+        sums_without: dict[int, int] = {}  # day -> sum of birthts, per group
+        sums_with: dict[int, int] = {}
         for user_id, _, _, birthts, img_path in records:
             day = birthts // DAY_MS
             if img_path is None:
@@ -221,10 +148,8 @@ class UserIndex:
             else:
                 bucket.append(user_id)
                 sums[day] += birthts
-        for group, members in zip(self._groups, (without, with_image), strict=True):
-            group.members = {day: ids if len(ids) <= _LIST_MAX else dict.fromkeys(ids) for day, ids in members.items()}
-            group.days = sorted(members)
-            group.invalidate()
+        self._groups[0].fill(without, sums_without)
+        self._groups[1].fill(with_image, sums_with)
         diff = Diff(added=records)
         if records:
             self.version += 1
@@ -241,10 +166,10 @@ class UserIndex:
         for record in diff.added:
             insort(ids, record.user_id)
 
-    def _group(self, record: UserRecord) -> _Group:
+    def _group(self, record: UserRecord) -> DayBuckets:
         return self._groups[record.img_path is not None]
 
-    def _selected_groups(self, has_image: bool | None) -> tuple[_Group, ...]:
+    def _selected_groups(self, has_image: bool | None) -> tuple[DayBuckets, ...]:
         return self._groups if has_image is None else (self._groups[has_image],)
 
     def records(self) -> list[UserRecord]:

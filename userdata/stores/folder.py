@@ -38,10 +38,15 @@ def _version(st: os.stat_result) -> Version:
 
 
 class FolderStore:
-    """A MinIO-shaped tree of plain files: object ``k`` of the bucket is ``<root>/<k>``."""
+    """A MinIO-shaped tree of plain files: object ``k`` of the bucket is ``<data_dir>/<bucket>/<k>``.
+
+    :param data_dir: the data directory
+    :param bucket: the bucket's folder in it
+    :param prefix: the source prefix (a folder of the bucket's, or "")
+    :param threads: threads that read at most, where that is faster than one (see read_many)
+    """
 
     def __init__(self, data_dir: Path, bucket: str, prefix: str, *, threads: int = 2) -> None:
-        # ``threads`` read where that is faster (files from the disk), else one (see read_many).
         self.root = Path(data_dir) / bucket
         self._root_str = str(self.root)
         self.prefix = prefix

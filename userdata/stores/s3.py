@@ -46,7 +46,16 @@ _TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError)
 
 
 class S3Store:
-    """Objects of one bucket on an S3-compatible server; call :meth:`open` before use."""
+    """Objects of one bucket on an S3-compatible server; call :meth:`open` before use.
+
+    :param endpoint: the server's URL (``http://127.0.0.1:9000``)
+    :param bucket: the bucket of the source objects and of output.csv
+    :param prefix: the source prefix, listed without its sub-folders
+    :param concurrency: requests in flight at most, and connections in the pool
+    :param connect_timeout: seconds to connect
+    :param read_timeout: seconds to wait for each read from the server
+    :param max_attempts: tries of one request (botocore's standard retries, with backoff)
+    """
 
     def __init__(
         self,
@@ -153,7 +162,7 @@ class S3Store:
             return _object_error(e, key)
         except _TRANSPORT_ERRORS as e:
             raise StoreUnavailable(_describe(e, f"cannot read {key}")) from e
-        # A usual CSV parses in about a microsecond, here on the loop; a large body, off it.
+        # A usual CSV is parsed here on the loop, as it arrives; a large body off it.
         parsed = parse(data) if len(data) < _PARSE_ON_LOOP else await asyncio.to_thread(parse, data)
         return response["ETag"], parsed
 
