@@ -74,7 +74,7 @@ def bench_folder(data_dir: Path, users: int, repeat: int, raw: dict[str, Any]) -
     """Benchmark 1 at one size."""
     # Untimed: brings every file into the page cache, whatever evicted it since it was written,
     # so that the first timed run, the service's, does not read from the disk alone.
-    params = {"data_dir": str(data_dir), "users": users}
+    params: dict[str, Any] = {"data_dir": str(data_dir), "users": users}
     run_child("load_floor_folder", **params)
     services, leasts, floors = _alternate(
         repeat,

@@ -27,6 +27,33 @@ def _cell(met: bool | None) -> str:
     return "" if met is None else ("yes" if met else "**no**")
 
 
+#: Figures behind choices the code's comments explain without numbers, each measured once on the
+#: machine of the benchmarks (2 cores, AMD EPYC) when the choice was made; not measured again by a
+#: run of the suite. The code says why; these say how much.
+CHOICES = (
+    "Load (`tuning.frozen_when_done`): the garbage collector left on during a load adds about a third to "
+    "its time; a full collection over a million records left unfrozen stalls the event loop about "
+    "250 ms each time it comes (benchmark 4's server freezes its records for the same reason: "
+    "stalls while output.csv was written went from 26-28 ms to 6 ms).",
+    "Rescans (`tuning.collector_paused`): full collections during a forced rescan cost tens of ms each "
+    "at 100,000 objects, growing with them; pausing the collector took the longest stall of a forced "
+    "rescan at 100,000 users from 149 ms to 13-18 ms.",
+    "Passes off the loop (`tuning.off_loop`): an incremental rescan done on the loop stalled it "
+    "0.9 s at 100,000 users (about 10 s projected at 1,000,000); on a worker thread, 10-20 ms.",
+    "Freeing (`tuning.free_off_loop`): `dict.clear()` of a million entries holds the GIL until all are "
+    "freed; freed item by item on a thread, the longest stall of an incremental rescan at 1,000,000 "
+    "users went from 243 ms to 61-67 ms, of a forced one from 240 ms to 96-205 ms.",
+    "output.csv (`OutputWriter._render`): rendered whole in a thread, the GIL convoy stalls the loop "
+    "for 100+ ms at 1,000,000 users; on the loop at 1,000,000 users (48 MB), hashing the whole file "
+    "takes about 50 ms, joining its parts about 30 ms and copying the sorted ids about 20 ms, so each "
+    "slice is hashed and spooled as it comes; restoring it (parsing, hashing) takes seconds, so that "
+    "runs in a thread.",
+    "Spool (`sinks/spool.py`): `b''.join` of 48 MB takes about 30 ms holding the GIL; reading the "
+    "spool back in one read takes about the same with the GIL released; appending a slice of about "
+    "50 KB takes a few microseconds.",
+)
+
+
 def render_results(header: str, rows: list[Row], notes: list[str], raw: dict[str, Any]) -> str:
     """The Markdown page: ``header``, the table, ``notes``, then the raw measurements."""
     lines = [header, ""]
@@ -37,6 +64,8 @@ def render_results(header: str, rows: list[Row], notes: list[str], raw: dict[str
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## How each figure is measured", ""]
     lines += [f"{n}. {note}" for n, note in enumerate(notes, 1)]
+    lines += ["", "## Figures behind the code's choices (measured once, not by this run)", ""]
+    lines += [f"- {choice}" for choice in CHOICES]
     lines += ["", "<details><summary>Raw measurements (JSON)</summary>", "", "```json"]
     lines += [json.dumps(raw, indent=1, sort_keys=True), "```", "", "</details>", ""]
     return "\n".join(lines)

@@ -97,7 +97,8 @@ async def flush(request: web.Request) -> web.Response:
     await asyncio.sleep(quiet)
     baseline = await idle.stop()
     data = await app[STORE].read(output.key)
-    assert ok and data is not None
+    assert ok
+    assert data is not None
     started = time.perf_counter()
     await app[STORE].write(output.key + ".bench", data)
     write_seconds = time.perf_counter() - started

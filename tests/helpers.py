@@ -3,22 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from userdata.demo import make_png
+from userdata.index import UserIndex
 from userdata.keys import INDEX, OUTPUT, PIPELINE
+from userdata.pipeline import Pipeline
 from userdata.settings import Settings
-from userdata.stores import Listing, ObjectError, Store
+from userdata.sinks.output_csv import OutputWriter
+from userdata.stores import Listing, ObjectError, Store, Version
+
+if TYPE_CHECKING:
+    from _collections_abc import dict_items
 
 #: The original task's 100 users, beside the project when it is there (never committed).
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "provectus-src-data"
@@ -40,6 +47,17 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def running(pipeline: Pipeline) -> AsyncIterator[None]:
+    """The pipeline's task, running, its first load done; cancelled at the end."""
+    task = asyncio.create_task(pipeline.run())
+    try:
+        await pipeline.loaded.wait()
+        yield
+    finally:
+        task.cancel()
+
+
 def fast_settings(data_dir: Path | None, **changes: Any) -> Settings:
     """Settings for tests: short debounces and retries, no periodic rescan unless asked."""
     fast: dict[str, Any] = {
@@ -59,18 +77,18 @@ class Service:
     """A running app on a free loopback port, and a client for it."""
 
     app: web.Application
-    client: TestClient
+    client: TestClient[web.Request, web.Application]
 
     @property
-    def pipeline(self):  # type: ignore[no-untyped-def]
+    def pipeline(self) -> Pipeline:
         return self.app[PIPELINE]
 
     @property
-    def index(self):  # type: ignore[no-untyped-def]
+    def index(self) -> UserIndex:
         return self.app[INDEX]
 
     @property
-    def output(self):  # type: ignore[no-untyped-def]
+    def output(self) -> OutputWriter:
         return self.app[OUTPUT]
 
     async def get(self, path: str, status: int = 200) -> Any:
@@ -124,14 +142,14 @@ class S3Bucket:
         return fast_settings(changes.pop("data_dir", None), s3_endpoint=self.endpoint, bucket=self.name, **changes)
 
 
-class WatchedListing(dict):  # type: ignore[type-arg]
+class WatchedListing(dict[str, Version]):
     """A listing that records the threads its items are walked on."""
 
-    def __init__(self, listing: dict[str, Any], threads: list[threading.Thread]) -> None:
+    def __init__(self, listing: Listing, threads: list[threading.Thread]) -> None:
         super().__init__(listing)
         self.threads = threads
 
-    def items(self):  # type: ignore[no-untyped-def]
+    def items(self) -> dict_items[str, Version]:
         self.threads.append(threading.current_thread())
         return super().items()
 
@@ -141,7 +159,7 @@ class SpyStore:
 
     ``fail`` (an exception) is raised by every call while set; ``before_read`` runs before each
     read_many (to change the store between a listing and its reads); ``unreadable`` names keys
-    read_many reports as unreadable objects.
+    read_many and stat_many report as objects that cannot be read, and why.
     """
 
     def __init__(self, store: Store) -> None:
@@ -186,7 +204,8 @@ class SpyStore:
     async def stat_many(self, keys: Collection[str]) -> dict[str, Any]:
         self._check()
         self.stats.extend(keys)
-        return await self.store.stat_many(keys)
+        found = await self.store.stat_many(keys)
+        return found | {key: ObjectError(why) for key, why in self.unreadable.items() if key in found}
 
     async def read(self, key: str) -> bytes | None:
         self._check()

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from userdata.stores import StoreUnavailable
-from userdata.stores.folder import FolderStore
+from userdata.stores.folder import FolderStore, ThreadTrials
 
 
 @pytest.fixture
@@ -60,46 +60,25 @@ async def test_write_replaces_the_file_whole_and_leaves_no_temp_files(store):
     assert await store.read("out/missing.csv") is None
 
 
-async def test_a_load_turns_the_garbage_collector_off_only_while_it_runs(store, tmp_path):
-    import gc
-
-    from userdata.index import UserIndex
-    from userdata.pipeline import Pipeline
-
-    (store.source_dir / "1.csv").write_text("first_name, last_name, birthts\nAnn, Lee, 0\n")
-    loaded = Pipeline(store, UserIndex(), "src/")
-    assert (await loaded.load()).users == 1
-    assert gc.isenabled()
-    missing = Pipeline(FolderStore(tmp_path / "nowhere", "bucket", "src/"), UserIndex(), "src/")
-    with pytest.raises(StoreUnavailable):
-        await missing.load()
-    assert gc.isenabled()
-
-
 @pytest.mark.parametrize("disk", [False, True], ids=["page-cache", "disk"])
-async def test_reads_go_on_the_number_of_threads_found_faster(store, monkeypatch, disk):
-    from types import SimpleNamespace
+def test_reads_go_on_the_number_of_threads_found_faster(disk: bool) -> None:
+    # One thread reads faster from the page cache, two from the disk.
+    seconds_per_file = {1: 2.0, 2: 1.0} if disk else {1: 1.0, 2: 2.0}
+    trials = ThreadTrials(2, every=4)
+    used = []
+    for i in range(10):
+        threads = trials.threads(i)
+        used.append(threads)
+        trials.took(i, threads, seconds_per_file[threads])
+    # Batches 0 and 1 of every 4 are the trials, on one thread and on two; the others follow.
+    assert used == ([1, 2, 2, 2, 1, 2, 2, 2, 1, 2] if disk else [1, 2, 1, 1, 1, 2, 1, 1, 1, 2])
 
+
+async def test_a_read_of_many_batches_returns_every_file(store, monkeypatch):
     from userdata.stores import folder
 
     monkeypatch.setattr(folder, "_BATCH", 10)
-    monkeypatch.setattr(folder, "_TRIAL_EVERY", 4)
-    # A clock on which one thread reads faster (page cache) or two do (disk).
-    seconds_per_file = {1: 2.0, 2: 1.0} if disk else {1: 1.0, 2: 2.0}
-    clock = [0.0]
-    monkeypatch.setattr(folder, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
-    used: list[int] = []
-    real = FolderStore._in_threads
-
-    async def in_threads(self, work, keys, threads):
-        used.append(threads)
-        clock[0] += seconds_per_file[threads] * len(keys)
-        return await real(self, work, keys, threads)
-
-    monkeypatch.setattr(FolderStore, "_in_threads", in_threads)
     for i in range(95):
         (store.source_dir / f"{i}.csv").write_text(str(i))
     got = await store.read_many([f"src/{i}.csv" for i in range(95)], bytes.decode)
     assert {k: v[1] for k, v in got.items()} == {f"src/{i}.csv": str(i) for i in range(95)}
-    # Batches 0 and 1 of every 4 are the trials, on one thread and on two; the others follow.
-    assert used == [1, 2, 2, 2, 1, 2, 2, 2, 1, 2] if disk else [1, 2, 1, 1, 1, 2, 1, 1, 1, 2]

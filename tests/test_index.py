@@ -1,7 +1,7 @@
-"""Age arithmetic and the in-memory UserIndex, checked against a brute-force reference.
+"""The in-memory UserIndex, checked against a brute-force reference.
 
-The reference age is written here with datetime.date (a birthday moved to this year, Feb 29
-becoming Mar 1 in other years), independently of userdata.records.
+The reference age (tests/dates.py) is written with datetime.date, independently of
+userdata.records.
 """
 
 from __future__ import annotations
@@ -11,35 +11,10 @@ import random
 from statistics import fmean
 
 import pytest
+from dates import MS_PER_YEAR, ms, ref_age, utc_date
 
 from userdata.index import Diff, Filters, Stats, UserIndex
-from userdata.records import DAY_MS, YEAR_MS, UserRecord, age_on, day_of, latest_birth_day_for_age
-
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
-MS_PER_YEAR = 365.2425 * 86_400_000
-
-
-def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, milli: int = 0) -> int:
-    """Milliseconds since the epoch of a UTC instant."""
-    delta = dt.datetime(year, month, day, hour, minute, second, milli * 1000, tzinfo=dt.timezone.utc) - EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
-
-
-def day_number(d: dt.date) -> int:
-    return (d - dt.date(1970, 1, 1)).days
-
-
-def utc_date(ms_: int) -> dt.date:
-    return (EPOCH + dt.timedelta(milliseconds=ms_)).date()
-
-
-def ref_age(born: dt.date, today: dt.date) -> int:
-    """Completed years on ``today``; a Feb 29 birthday falls on Mar 1 in other years."""
-    try:
-        birthday = born.replace(year=today.year)
-    except ValueError:  # Feb 29 in a year without one
-        birthday = dt.date(today.year, 3, 1)
-    return today.year - born.year - (1 if today < birthday else 0)
+from userdata.records import DAY_MS, YEAR_MS, UserRecord
 
 
 def record(user_id: str, birthts: int, img: bool = False, first: str = "Ann", last: str = "Lee") -> UserRecord:
@@ -48,147 +23,6 @@ def record(user_id: str, birthts: int, img: bool = False, first: str = "Ann", la
 
 def ids(records: list[UserRecord]) -> list[str]:
     return [r.user_id for r in records]
-
-
-# --- constants and the reference itself -----------------------------------------------------
-
-
-def test_day_and_year_constants() -> None:
-    assert ms(1970, 1, 2) == DAY_MS
-    assert pytest.approx(MS_PER_YEAR, rel=1e-15) == YEAR_MS
-
-
-def test_ms_helper_matches_known_instants() -> None:
-    assert ms(1970, 1, 1) == 0
-    assert ms(1989, 5, 27, 20) == 612302400000  # 1000.csv of the original data
-    assert ms(1969, 12, 31, 23, 59, 59, 999) == -1
-
-
-@pytest.mark.parametrize(
-    ("born", "today", "expected"),
-    [
-        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 14), 25, id="day-before-birthday"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2001, 2, 28), 0, id="feb29-on-feb28"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2001, 3, 1), 1, id="feb29-on-mar1"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2004, 2, 29), 4, id="feb29-on-feb29"),
-    ],
-)
-def test_reference_age_itself(born: dt.date, today: dt.date, expected: int) -> None:
-    assert ref_age(born, today) == expected
-
-
-# --- age arithmetic ------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("born", "today", "expected"),
-    [
-        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 14), 25, id="spec-day-before-26th-birthday"),
-        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 15), 26, id="spec-on-26th-birthday"),
-        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 16), 26, id="day-after-birthday"),
-        pytest.param(dt.date(2000, 6, 15), dt.date(2000, 6, 15), 0, id="born-today"),
-        pytest.param(dt.date(2000, 6, 15), dt.date(2001, 6, 14), 0, id="almost-one"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2025, 2, 28), 24, id="feb29-birth-on-feb28-non-leap"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2025, 3, 1), 25, id="feb29-birth-on-mar1-non-leap"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2024, 2, 28), 23, id="feb29-birth-on-feb28-leap"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2024, 2, 29), 24, id="feb29-birth-on-feb29-leap"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2024, 3, 1), 24, id="feb29-birth-on-mar1-leap"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2100, 2, 28), 99, id="feb29-birth-on-feb28-2100-not-leap"),
-        pytest.param(dt.date(2000, 2, 29), dt.date(2100, 3, 1), 100, id="feb29-birth-on-mar1-2100-not-leap"),
-        pytest.param(dt.date(2000, 2, 28), dt.date(2024, 2, 28), 24, id="feb28-birth-on-feb28"),
-        pytest.param(dt.date(2000, 3, 1), dt.date(2024, 2, 29), 23, id="mar1-birth-on-feb29"),
-        pytest.param(dt.date(1999, 12, 31), dt.date(2025, 1, 1), 25, id="dec31-birth-on-jan1"),
-        pytest.param(dt.date(2000, 1, 1), dt.date(2025, 12, 31), 25, id="jan1-birth-on-dec31"),
-        pytest.param(dt.date(1969, 12, 31), dt.date(1970, 1, 1), 0, id="pre-epoch-day-before-epoch"),
-        pytest.param(dt.date(1969, 12, 31), dt.date(2069, 12, 31), 100, id="pre-epoch-100th-birthday"),
-        pytest.param(dt.date(1900, 1, 1), dt.date(2025, 12, 31), 125, id="born-1900"),
-        pytest.param(dt.date(1960, 2, 29), dt.date(1961, 2, 28), 0, id="pre-epoch-feb29-on-feb28"),
-        pytest.param(dt.date(1960, 2, 29), dt.date(1961, 3, 1), 1, id="pre-epoch-feb29-on-mar1"),
-        pytest.param(dt.date(1900, 3, 1), dt.date(1969, 12, 31), 69, id="both-before-epoch"),
-    ],
-)
-def test_age_on_counts_completed_calendar_years(born: dt.date, today: dt.date, expected: int) -> None:
-    assert age_on(day_number(born), day_number(today)) == expected
-
-
-TODAY = dt.date(2026, 3, 10)
-
-
-@pytest.mark.parametrize(
-    ("born", "expected"),
-    [
-        pytest.param(dt.date(1990, 3, 9), 36, id="birthday-yesterday"),
-        pytest.param(dt.date(1990, 3, 10), 36, id="birthday-today"),
-        pytest.param(dt.date(1990, 3, 11), 35, id="birthday-tomorrow"),
-        pytest.param(dt.date(1960, 3, 10), 66, id="pre-epoch-birthday-today"),
-        pytest.param(dt.date(1960, 3, 11), 65, id="pre-epoch-birthday-tomorrow"),
-    ],
-)
-def test_age_on_changes_on_the_birthday_itself(born: dt.date, expected: int) -> None:
-    assert age_on(day_number(born), day_number(TODAY)) == expected
-
-
-@pytest.mark.parametrize(
-    ("instant", "expected"),
-    [
-        pytest.param(0, dt.date(1970, 1, 1), id="epoch"),
-        pytest.param(DAY_MS - 1, dt.date(1970, 1, 1), id="last-ms-of-day-0"),
-        pytest.param(DAY_MS, dt.date(1970, 1, 2), id="midnight-day-1"),
-        pytest.param(-1, dt.date(1969, 12, 31), id="one-ms-before-epoch"),
-        pytest.param(-DAY_MS, dt.date(1969, 12, 31), id="midnight-day-minus-1"),
-        pytest.param(-DAY_MS - 1, dt.date(1969, 12, 30), id="just-before-midnight-day-minus-1"),
-        pytest.param(ms(1900, 1, 1), dt.date(1900, 1, 1), id="1900"),
-        pytest.param(ms(2024, 2, 29, 23, 59, 59, 999), dt.date(2024, 2, 29), id="end-of-feb29"),
-    ],
-)
-def test_day_of_is_the_utc_calendar_day(instant: int, expected: dt.date) -> None:
-    assert day_of(instant) == day_number(expected)
-
-
-def test_age_on_matches_reference_on_random_dates() -> None:
-    rng = random.Random(1729)
-    lo, hi = day_number(dt.date(1890, 1, 1)), day_number(dt.date(2110, 12, 31))
-    special = [
-        day_number(dt.date(y, m, d))
-        for y in (1900, 1960, 2000, 2024, 2100)
-        for m, d in ((2, 28), (3, 1), (12, 31), (1, 1))
-    ]
-    special += [day_number(dt.date(y, 2, 29)) for y in (1904, 1960, 2000, 2024, 2096)]
-    days = special + [rng.randint(lo, hi) for _ in range(300)]
-    for birth in days:
-        for today in days:
-            if today >= birth:
-                expected = ref_age(
-                    dt.date(1970, 1, 1) + dt.timedelta(days=birth), dt.date(1970, 1, 1) + dt.timedelta(days=today)
-                )
-                assert age_on(birth, today) == expected, (birth, today)
-
-
-@pytest.mark.parametrize(
-    "today",
-    [
-        pytest.param(dt.date(2028, 2, 29), id="leap-feb29"),
-        pytest.param(dt.date(2026, 2, 28), id="non-leap-feb28"),
-        pytest.param(dt.date(2026, 3, 1), id="non-leap-mar1"),
-        pytest.param(dt.date(2024, 3, 1), id="leap-mar1"),
-        pytest.param(dt.date(2025, 12, 31), id="dec31"),
-        pytest.param(dt.date(2026, 1, 1), id="jan1"),
-        pytest.param(dt.date(2100, 2, 28), id="century-feb28"),
-        pytest.param(dt.date(1969, 7, 20), id="before-epoch"),
-    ],
-)
-def test_latest_birth_day_for_age_is_the_boundary_of_the_reference_age(today: dt.date) -> None:
-    t = day_number(today)
-    for age in range(0, 131):
-        bound = latest_birth_day_for_age(t, age)
-        assert bound is not None
-        born = dt.date(1970, 1, 1) + dt.timedelta(days=bound)
-        assert ref_age(born, today) >= age, (age, born)
-        assert ref_age(born + dt.timedelta(days=1), today) < age, (age, born)
-
-
-def test_latest_birth_day_for_an_impossible_age_is_none() -> None:
-    assert latest_birth_day_for_age(day_number(dt.date(2026, 1, 1)), 10**9) is None
 
 
 # --- brute-force reference for query and stats ---------------------------------------------
@@ -223,7 +57,9 @@ def _random_records(rng: random.Random) -> list[UserRecord]:
     births += [rng.randint(-25_000, 20_000) * DAY_MS - 1 for _ in range(10)]  # last ms of a day
     # births on, just before and just after the calendar day of every "now", in many years
     for param in NOWS:
-        today = utc_date(param.values[0])
+        instant = param.values[0]
+        assert isinstance(instant, int)
+        today = utc_date(instant)
         for delta in (-1, 0, 1):
             for _ in range(4):
                 year = rng.randint(1900, 2024)
@@ -582,6 +418,7 @@ def test_average_age_is_exact_and_not_rounded() -> None:
     expected = sum(now - b for b in births) / len(births) / (365.2425 * 86_400 * 1000)
     stats = index.stats(Filters(), now)
     assert stats.count == 3
+    assert stats.average_age is not None
     assert stats.average_age == pytest.approx(expected, rel=1e-12)
     assert stats.average_age != round(stats.average_age, 2)
 

@@ -118,7 +118,7 @@ async def test_run_retries_a_failed_write_no_sooner_than_the_delay_it_logs(tmp_p
     assert (tmp_path / "b" / "out" / "output.csv").read_bytes() == render_output(RECORDS)
     failed = [r for r in caplog.records if "trying again in" in r.getMessage()][-1]
     wrote = next(r for r in caplog.records if r.getMessage().startswith("wrote "))
-    delay = failed.args[-1]  # type: ignore[index]
+    delay = failed.args[-1]
     assert 0.2 * 0.9 <= delay <= 0.2 * 1.1, failed.getMessage()  # spread by the jitter
     assert wrote.created - failed.created >= delay - 0.02  # the delay logged is the one waited
 

@@ -4,14 +4,12 @@ same catalog and index as the incremental path that applied every change as it c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from helpers import SpyStore
+from helpers import SpyStore, running
 
 from userdata.index import Diff, UserIndex
 from userdata.pipeline import Pipeline
@@ -66,17 +64,6 @@ class _Folder:
         else:  # a name that is no source object: hidden, temporary, another extension, no user_id
             ignored = rng.choice(["." + csv, csv + "~", csv + ".tmp", user + ".txt", ".csv", ".PNG", user + "csv"])
             self._write(ignored, f"first_name, last_name, birthts\nIg, Nored, {rng.randrange(10**12)}\n".encode())
-
-
-@contextlib.asynccontextmanager
-async def _running(pipeline: Pipeline) -> AsyncIterator[None]:
-    """The pipeline's task, running, its first load done."""
-    task = asyncio.create_task(pipeline.run())
-    try:
-        await pipeline.loaded.wait()
-        yield
-    finally:
-        task.cancel()
 
 
 def _users(tmp_path: Path, users: int) -> tuple[SpyStore, Pipeline, Path]:
@@ -186,7 +173,7 @@ async def test_an_incremental_rescan_costs_what_changed(tmp_path: Path) -> None:
 
     store, pipeline, source = _users(tmp_path, 50)
     diffs: list[Diff] = []
-    async with _running(pipeline):
+    async with running(pipeline):
         pipeline.listeners.append(diffs.append)
         store.reads.clear()
         store.listing_threads.clear()
@@ -214,7 +201,7 @@ async def test_an_incremental_rescan_costs_what_changed(tmp_path: Path) -> None:
 async def test_a_forced_rescan_applies_what_changed_and_keeps_one_copy_of_each_string(tmp_path: Path) -> None:
     _, pipeline, source = _users(tmp_path, 20)
     diffs: list[Diff] = []
-    async with _running(pipeline):
+    async with running(pipeline):
         before = {record.user_id: record for record in pipeline.index.records()}
         pipeline.listeners.append(diffs.append)
         (source / "3.csv").write_text("first_name, last_name, birthts\nBob, Lee, 0\n")

@@ -109,7 +109,7 @@ def ids(users: list[dict[str, Any]]) -> dict[str, int]:
 
 async def wait_mirrored(service: Any, url: str, timeout: float = SYNC_TIMEOUT) -> list[dict[str, Any]]:
     """Wait until the table holds exactly what /data says and the mirror says it is in sync."""
-    seen: dict[str, Any] = {}
+    seen: dict[str, list[dict[str, Any]]] = {}
 
     async def equal() -> bool:
         data = await service.get("/data")
@@ -337,7 +337,8 @@ async def test_a_database_that_hangs_shows_as_behind_once_the_lag_grows(
         service = await start_service(fast_settings(data_dir, database_url=url, mirror_lag_limit=0.2))
 
         async def behind() -> bool:
-            return (await service.get("/health"))["mirror"]["status"] == "degraded"
+            status: str = (await service.get("/health"))["mirror"]["status"]
+            return status == "degraded"
 
         await wait_until(behind, message="for /health to say the mirror is behind")
         health = await service.get("/health")

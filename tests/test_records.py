@@ -1,19 +1,36 @@
-"""parse_user_csv: the original data set, and a corpus of malformed and unusual files.
+"""userdata.records: parse_user_csv, and the day and age arithmetic.
 
-Expected values are written from SPEC.md ("Records"), never copied from the parser's output.
+parse_user_csv is checked on the original data set and a corpus of malformed and unusual files;
+expected values are written from SPEC.md ("Records"), never copied from the parser's output.
+Ages are checked against a reference written with datetime (tests/dates.py).
 """
 
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
+import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from dates import MS_PER_YEAR, day_number, ms, ref_age
 
-from userdata.records import _USUAL, InvalidRecord, UserFields, _parse_text, _split_rows, parse_user_csv
+from userdata.records import (
+    _USUAL,
+    DAY_MS,
+    YEAR_MS,
+    InvalidRecord,
+    UserFields,
+    _parse_text,
+    _split_rows,
+    age_on,
+    day_of,
+    latest_birth_day_for_age,
+    parse_user_csv,
+)
 
 #: The original task's 100 users (``<id>.csv`` + some ``<id>.png``), beside the project.
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "provectus-src-data"
@@ -259,7 +276,7 @@ def test_defaults_to_the_clock_for_the_future_check() -> None:
 
 
 def test_invalid_record_is_a_value_error() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="empty file"):
         parse_user_csv(b"")
 
 
@@ -382,8 +399,6 @@ def _outcome(parse: object, *args: object, **kwargs: object) -> object:
 
 def test_the_fast_path_parses_as_the_general_path_does() -> None:
     """Every variant of the usual file parses (or is rejected) exactly as the general path says."""
-    import random
-
     rng = random.Random(7)
 
     def piece(kind: str) -> str:  # mostly the usual one, so that both paths get their share
@@ -398,3 +413,144 @@ def test_the_fast_path_parses_as_the_general_path_does() -> None:
         data = text.encode()
         assert _outcome(parse_user_csv, data, now_ms=NOW_MS) == _outcome(_parse_text, text, NOW_MS), repr(text)
     assert 2_000 < matched < 18_000  # both paths were exercised
+
+
+# --- days and ages: the constants, and the reference itself ---------------------------------
+
+
+def test_day_and_year_constants() -> None:
+    assert ms(1970, 1, 2) == DAY_MS
+    assert pytest.approx(MS_PER_YEAR, rel=1e-15) == YEAR_MS
+
+
+def test_ms_helper_matches_known_instants() -> None:
+    assert ms(1970, 1, 1) == 0
+    assert ms(1989, 5, 27, 20) == 612302400000  # 1000.csv of the original data
+    assert ms(1969, 12, 31, 23, 59, 59, 999) == -1
+
+
+@pytest.mark.parametrize(
+    ("born", "today", "expected"),
+    [
+        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 14), 25, id="day-before-birthday"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2001, 2, 28), 0, id="feb29-on-feb28"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2001, 3, 1), 1, id="feb29-on-mar1"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2004, 2, 29), 4, id="feb29-on-feb29"),
+    ],
+)
+def test_reference_age_itself(born: dt.date, today: dt.date, expected: int) -> None:
+    assert ref_age(born, today) == expected
+
+
+# --- age arithmetic ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("born", "today", "expected"),
+    [
+        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 14), 25, id="spec-day-before-26th-birthday"),
+        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 15), 26, id="spec-on-26th-birthday"),
+        pytest.param(dt.date(2000, 6, 15), dt.date(2026, 6, 16), 26, id="day-after-birthday"),
+        pytest.param(dt.date(2000, 6, 15), dt.date(2000, 6, 15), 0, id="born-today"),
+        pytest.param(dt.date(2000, 6, 15), dt.date(2001, 6, 14), 0, id="almost-one"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2025, 2, 28), 24, id="feb29-birth-on-feb28-non-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2025, 3, 1), 25, id="feb29-birth-on-mar1-non-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2024, 2, 28), 23, id="feb29-birth-on-feb28-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2024, 2, 29), 24, id="feb29-birth-on-feb29-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2024, 3, 1), 24, id="feb29-birth-on-mar1-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2100, 2, 28), 99, id="feb29-birth-on-feb28-2100-not-leap"),
+        pytest.param(dt.date(2000, 2, 29), dt.date(2100, 3, 1), 100, id="feb29-birth-on-mar1-2100-not-leap"),
+        pytest.param(dt.date(2000, 2, 28), dt.date(2024, 2, 28), 24, id="feb28-birth-on-feb28"),
+        pytest.param(dt.date(2000, 3, 1), dt.date(2024, 2, 29), 23, id="mar1-birth-on-feb29"),
+        pytest.param(dt.date(1999, 12, 31), dt.date(2025, 1, 1), 25, id="dec31-birth-on-jan1"),
+        pytest.param(dt.date(2000, 1, 1), dt.date(2025, 12, 31), 25, id="jan1-birth-on-dec31"),
+        pytest.param(dt.date(1969, 12, 31), dt.date(1970, 1, 1), 0, id="pre-epoch-day-before-epoch"),
+        pytest.param(dt.date(1969, 12, 31), dt.date(2069, 12, 31), 100, id="pre-epoch-100th-birthday"),
+        pytest.param(dt.date(1900, 1, 1), dt.date(2025, 12, 31), 125, id="born-1900"),
+        pytest.param(dt.date(1960, 2, 29), dt.date(1961, 2, 28), 0, id="pre-epoch-feb29-on-feb28"),
+        pytest.param(dt.date(1960, 2, 29), dt.date(1961, 3, 1), 1, id="pre-epoch-feb29-on-mar1"),
+        pytest.param(dt.date(1900, 3, 1), dt.date(1969, 12, 31), 69, id="both-before-epoch"),
+    ],
+)
+def test_age_on_counts_completed_calendar_years(born: dt.date, today: dt.date, expected: int) -> None:
+    assert age_on(day_number(born), day_number(today)) == expected
+
+
+TODAY = dt.date(2026, 3, 10)
+
+
+@pytest.mark.parametrize(
+    ("born", "expected"),
+    [
+        pytest.param(dt.date(1990, 3, 9), 36, id="birthday-yesterday"),
+        pytest.param(dt.date(1990, 3, 10), 36, id="birthday-today"),
+        pytest.param(dt.date(1990, 3, 11), 35, id="birthday-tomorrow"),
+        pytest.param(dt.date(1960, 3, 10), 66, id="pre-epoch-birthday-today"),
+        pytest.param(dt.date(1960, 3, 11), 65, id="pre-epoch-birthday-tomorrow"),
+    ],
+)
+def test_age_on_changes_on_the_birthday_itself(born: dt.date, expected: int) -> None:
+    assert age_on(day_number(born), day_number(TODAY)) == expected
+
+
+@pytest.mark.parametrize(
+    ("instant", "expected"),
+    [
+        pytest.param(0, dt.date(1970, 1, 1), id="epoch"),
+        pytest.param(DAY_MS - 1, dt.date(1970, 1, 1), id="last-ms-of-day-0"),
+        pytest.param(DAY_MS, dt.date(1970, 1, 2), id="midnight-day-1"),
+        pytest.param(-1, dt.date(1969, 12, 31), id="one-ms-before-epoch"),
+        pytest.param(-DAY_MS, dt.date(1969, 12, 31), id="midnight-day-minus-1"),
+        pytest.param(-DAY_MS - 1, dt.date(1969, 12, 30), id="just-before-midnight-day-minus-1"),
+        pytest.param(ms(1900, 1, 1), dt.date(1900, 1, 1), id="1900"),
+        pytest.param(ms(2024, 2, 29, 23, 59, 59, 999), dt.date(2024, 2, 29), id="end-of-feb29"),
+    ],
+)
+def test_day_of_is_the_utc_calendar_day(instant: int, expected: dt.date) -> None:
+    assert day_of(instant) == day_number(expected)
+
+
+def test_age_on_matches_reference_on_random_dates() -> None:
+    rng = random.Random(1729)
+    lo, hi = day_number(dt.date(1890, 1, 1)), day_number(dt.date(2110, 12, 31))
+    special = [
+        day_number(dt.date(y, m, d))
+        for y in (1900, 1960, 2000, 2024, 2100)
+        for m, d in ((2, 28), (3, 1), (12, 31), (1, 1))
+    ]
+    special += [day_number(dt.date(y, 2, 29)) for y in (1904, 1960, 2000, 2024, 2096)]
+    days = special + [rng.randint(lo, hi) for _ in range(300)]
+    for birth in days:
+        for today in days:
+            if today >= birth:
+                expected = ref_age(
+                    dt.date(1970, 1, 1) + dt.timedelta(days=birth), dt.date(1970, 1, 1) + dt.timedelta(days=today)
+                )
+                assert age_on(birth, today) == expected, (birth, today)
+
+
+@pytest.mark.parametrize(
+    "today",
+    [
+        pytest.param(dt.date(2028, 2, 29), id="leap-feb29"),
+        pytest.param(dt.date(2026, 2, 28), id="non-leap-feb28"),
+        pytest.param(dt.date(2026, 3, 1), id="non-leap-mar1"),
+        pytest.param(dt.date(2024, 3, 1), id="leap-mar1"),
+        pytest.param(dt.date(2025, 12, 31), id="dec31"),
+        pytest.param(dt.date(2026, 1, 1), id="jan1"),
+        pytest.param(dt.date(2100, 2, 28), id="century-feb28"),
+        pytest.param(dt.date(1969, 7, 20), id="before-epoch"),
+    ],
+)
+def test_latest_birth_day_for_age_is_the_boundary_of_the_reference_age(today: dt.date) -> None:
+    t = day_number(today)
+    for age in range(0, 131):
+        bound = latest_birth_day_for_age(t, age)
+        assert bound is not None
+        born = dt.date(1970, 1, 1) + dt.timedelta(days=bound)
+        assert ref_age(born, today) >= age, (age, born)
+        assert ref_age(born + dt.timedelta(days=1), today) < age, (age, born)
+
+
+def test_latest_birth_day_for_an_impossible_age_is_none() -> None:
+    assert latest_birth_day_for_age(day_number(dt.date(2026, 1, 1)), 10**9) is None

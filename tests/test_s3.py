@@ -7,18 +7,20 @@ import csv
 import io
 import logging
 import shutil
+from typing import Any
 
 import orjson
 import pytest
 from botocore.exceptions import ClientError
-from helpers import PNG, S3Bucket, fast_settings, wait_until
+from helpers import PNG, S3Bucket, SpyStore, fast_settings, wait_until
 from seaweed import SeaweedFS, require_weed, s3_client
 
+from userdata.app import create_store
 from userdata.stores import ObjectError, StoreUnavailable
-from userdata.stores.s3 import S3Store, _object_error
+from userdata.stores.s3 import _object_error
 
 
-def s3_record(bucket: str, key: str, event: str = "s3:ObjectCreated:Put") -> dict:
+def s3_record(bucket: str, key: str, event: str = "s3:ObjectCreated:Put") -> dict[str, Any]:
     """One record of a MinIO notification; ``key`` URL-encoded as MinIO sends it."""
     return {"eventName": event, "s3": {"bucket": {"name": bucket}, "object": {"key": key}}}
 
@@ -71,18 +73,14 @@ async def test_the_periodic_rescan_finds_changes(start_service, s3: S3Bucket):
     await wait_until(lambda: "9" not in service.index)
 
 
-async def test_the_incremental_rescan_reads_only_changed_objects(start_service, s3: S3Bucket, monkeypatch):
+async def test_the_incremental_rescan_reads_only_changed_objects(start_service, s3: S3Bucket):
     for i in range(30):
         s3.put_user(str(i), birthts=i, png=i % 2 == 0)
-    service = await start_service(s3.settings())
-    gets: list[str] = []
-    real_get = S3Store._get
-
-    async def counting_get(self, key, parse):
-        gets.append(key)
-        return await real_get(self, key, parse)
-
-    monkeypatch.setattr(S3Store, "_get", counting_get)
+    settings = s3.settings()
+    spy = SpyStore(create_store(settings))
+    service = await start_service(settings, store=spy)
+    gets = spy.reads
+    gets.clear()
     report = await service.pipeline.rescan(force=False)
     assert gets == [] and (report.added, report.updated, report.removed) == (0, 0, 0)
     s3.put_user("7", "Changed")
@@ -190,10 +188,11 @@ async def test_a_server_down_at_start_and_mid_run_degrades_and_recovers(start_se
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     server = SeaweedFS(weed, tmp_path / "weed")  # a server of this test's own, to stop and start
-    bucket = S3Bucket(server.endpoint, "outage", None)  # type: ignore[arg-type]
+    bucket = S3Bucket(server.endpoint, "outage", None)
 
     async def healthy() -> bool:
-        return (await service.get("/health"))["status"] == "ok"
+        status: str = (await service.get("/health"))["status"]
+        return status == "ok"
 
     try:
         service = await start_service(bucket.settings(webhook_token="t"), loaded=False)
@@ -297,23 +296,16 @@ def test_errors_of_one_object_are_told_apart_from_errors_of_the_store(code, stat
         assert found is None if outcome == "missing" else (isinstance(found, ObjectError) and code in str(found))
 
 
-async def test_an_object_that_cannot_be_read_holds_up_no_other(start_service, s3: S3Bucket, monkeypatch):
+async def test_an_object_that_cannot_be_read_holds_up_no_other(start_service, s3: S3Bucket):
     s3.put_user("bad", "Bad", png=True)
     s3.put_user("good", "Good")
     s3.put("src-data/good.png", PNG)
-    real_get, real_head = S3Store._get, S3Store._head
-
-    async def get(self, key, parse):  # as S3 answers for an object this service may not read
-        if key == "src-data/bad.csv":
-            return ObjectError("AccessDenied Access Denied")
-        return await real_get(self, key, parse)
-
-    async def head(self, key):
-        return ObjectError("403") if key == "src-data/bad.png" else await real_head(self, key)
-
-    monkeypatch.setattr(S3Store, "_get", get)
-    monkeypatch.setattr(S3Store, "_head", head)
-    service = await start_service(s3.settings(webhook_token="t"))
+    settings = s3.settings(webhook_token="t")
+    spy = SpyStore(create_store(settings))
+    # As S3 answers for objects this service may not read (the store's own mapping of S3's
+    # errors to ObjectError is tested above).
+    spy.unreadable.update({"src-data/bad.csv": "AccessDenied Access Denied", "src-data/bad.png": "403"})
+    service = await start_service(settings, store=spy)
     assert await service.user_ids() == ["good"]
     health = await service.get("/health")
     assert health["status"] == "ok", health

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import os
 import shutil
+from typing import Any
 
 import pytest
 from helpers import PNG, SHARED_DATA, SpyStore, fast_settings, wait_until
@@ -14,7 +15,7 @@ from userdata.app import create_store
 from userdata.records import parse_user_csv
 
 
-def expected_records(source_dir) -> list[dict]:
+def expected_records(source_dir) -> list[dict[str, Any]]:
     """What /data must say about a folder, computed without the service."""
     records = []
     for path in sorted(source_dir.glob("*.csv")):
@@ -32,7 +33,7 @@ def expected_records(source_dir) -> list[dict]:
     return sorted(records, key=lambda r: r["user_id"])
 
 
-def output_rows(output_path) -> list[dict]:
+def output_rows(output_path) -> list[dict[str, Any]]:
     with open(output_path, newline="", encoding="utf-8") as f:
         return [
             {**row, "birthts": int(row["birthts"]), "img_path": row["img_path"] or None} for row in csv.DictReader(f)
@@ -243,7 +244,7 @@ async def test_the_incremental_rescan_reads_only_changed_files(start_service, da
 
 
 async def test_rescans_racing_the_watcher_lose_nothing(service, write_user, source_dir):
-    async def churn():
+    async def churn() -> None:
         for round_ in range(5):
             for i in range(40):
                 write_user(str(i), f"R{round_}", "Lee", i, png=round_ % 2 == 0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import threading
 from collections.abc import Iterator
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SpyStore
+from helpers import SpyStore, running
 
 from userdata import tuning
 from userdata.index import UserIndex
@@ -64,9 +63,7 @@ async def test_a_failed_load_freezes_nothing_and_turns_the_collector_on(tmp_path
 async def test_the_collector_is_paused_only_while_a_rescan_runs(tmp_path: Path) -> None:
     store, _ = _users(tmp_path, 3)
     pipeline = Pipeline(store, UserIndex(), PREFIX)
-    task = asyncio.create_task(pipeline.run())
-    try:
-        await pipeline.loaded.wait()
+    async with running(pipeline):
         await pipeline.rescan(force=True)
         assert gc.isenabled()
         store.fail = StoreUnavailable("down")
@@ -74,35 +71,25 @@ async def test_the_collector_is_paused_only_while_a_rescan_runs(tmp_path: Path) 
             await pipeline.rescan(force=False)
         assert gc.isenabled(), "enabled again after a failure too"
         assert store.collector == [False, False, False]
-    finally:
-        task.cancel()
 
 
 @pytest.mark.parametrize("force", [False, True], ids=["incremental", "forced"])
 async def test_the_passes_over_a_listing_run_off_the_event_loop(tmp_path: Path, force: bool) -> None:
     store, _ = _users(tmp_path, 3)
     pipeline = Pipeline(store, UserIndex(), PREFIX)
-    task = asyncio.create_task(pipeline.run())
-    try:
-        await pipeline.loaded.wait()
+    async with running(pipeline):
         store.listing_threads.clear()
         await pipeline.rescan(force=force)
-    finally:
-        task.cancel()
     assert store.listing_threads and threading.main_thread() not in store.listing_threads
 
 
 async def test_a_forced_rescan_frees_the_old_catalog(tmp_path: Path) -> None:
     store, _ = _users(tmp_path, 30)
     pipeline = Pipeline(store, UserIndex(), PREFIX)
-    task = asyncio.create_task(pipeline.run())
-    try:
-        await pipeline.loaded.wait()
+    async with running(pipeline):
         old = pipeline.reconciler.catalog
         assert old.csv_keys
         await pipeline.rescan(force=True)
-    finally:
-        task.cancel()
     assert pipeline.reconciler.catalog is not old and len(pipeline.reconciler.catalog.csv_keys) == 30
     assert not old.csv_keys and not old.versions and not old.png_keys
 
@@ -131,7 +118,7 @@ def test_a_paused_collector_stays_off_when_it_was_off_before() -> None:
         assert not gc.isenabled()
     assert not gc.isenabled()
     gc.enable()
-    with pytest.raises(ValueError), tuning.frozen_when_done():
+    with pytest.raises(ValueError), tuning.frozen_when_done():  # noqa: PT011  # raised right here
         raise ValueError
     assert gc.isenabled() and gc.get_freeze_count() == 0
 

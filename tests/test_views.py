@@ -254,7 +254,7 @@ async def test_user_ids_keep_leading_zeros_and_images_are_matched_by_id(
     write_user("0001", "Zero", "One", 0)
     write_user("1", "Plain", "One", 0, png=True)
     (source_dir / "0002.png").write_bytes(b"an image without a CSV is not a user")
-    await wait_until(lambda: len(service.index) == 2 and service.index.get("1").img_path is not None)
+    await wait_until(lambda: len(service.index) == 2 and (r := service.index.get("1")) is not None and r.img_path)
     assert await service.get("/data") == [
         {"user_id": "0001", "first_name": "Zero", "last_name": "One", "birthts": 0, "img_path": None},
         {"user_id": "1", "first_name": "Plain", "last_name": "One", "birthts": 0, "img_path": "src-data/1.png"},
@@ -277,7 +277,7 @@ async def test_data_follows_changes_to_the_folder(
         }
     ]
     (source_dir / "42.png").unlink()
-    await wait_until(lambda: service.index.get("42").img_path is None)
+    await wait_until(lambda: (r := service.index.get("42")) is not None and r.img_path is None)
     assert await service.get("/data?is_image_exists=false") == [
         {"user_id": "42", "first_name": "Old", "last_name": "Timer", "birthts": before_1970, "img_path": None}
     ]
@@ -294,7 +294,7 @@ async def test_a_repeated_query_sees_every_change(
     eleven = {"user_id": "11", "first_name": "Eleven", "last_name": "New", "birthts": 0, "img_path": "src-data/11.png"}
     assert await users.get(query) == [record("10"), record("100"), eleven]
     (source_dir / "100.png").unlink()
-    await wait_until(lambda: users.index.get("100").img_path is None)
+    await wait_until(lambda: (r := users.index.get("100")) is not None and r.img_path is None)
     assert await users.get(query) == [record("10"), eleven]
     (source_dir / "11.csv").unlink()
     await wait_until(lambda: "11" not in users.index)
@@ -321,7 +321,8 @@ async def test_health_lists_users_and_rejected_files(users: Service, write_user:
     write_user("99", csv="first_name,last_name\nA,B\n")
 
     async def rejected() -> list[Any]:
-        return (await users.get("/health"))["rejected"]
+        listed: list[Any] = (await users.get("/health"))["rejected"]
+        return listed
 
     await wait_until(rejected, message="for the bad file to be listed")
     body = await users.get("/health")
@@ -461,7 +462,8 @@ async def test_health_and_rescan_are_503_until_the_store_can_be_listed(data_dir:
             assert r.status == 503, text
             seen.append(body := json.loads(text))
             assert body in ({"status": "starting"}, {"status": "degraded", "cause": body.get("cause")}), text
-            return body["status"] == "degraded"
+            status: str = body["status"]
+            return status == "degraded"
 
         await wait_until(degraded, message=lambda: f"for /health to say degraded; saw {seen[-3:]}")
         cause = seen[-1]["cause"]

@@ -47,6 +47,7 @@ async def test_a_failed_watch_is_started_again_and_asks_to_catch_up(tmp_path):
     task = asyncio.create_task(watcher.run())
     try:
         await wait_until(lambda: watcher.error is not None)
+        assert watcher.error is not None
         assert "not watching" in watcher.error
         directory.mkdir()
         await wait_until(lambda: restarts and watcher.error is None, timeout=10)

@@ -102,37 +102,48 @@ def _parse_text(text: str, now: int) -> UserFields:
     rows = _split_rows(text)
     if not rows:
         raise InvalidRecord("empty file")
-    header = [name.lower() for name in rows[0]]
-    missing = [name for name in REQUIRED_COLUMNS if name not in header]
-    if missing:
-        raise InvalidRecord(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    for name in REQUIRED_COLUMNS:
-        if header.count(name) > 1:
-            raise InvalidRecord(f"column {name} appears more than once")
+    header = _header(rows[0])
     if len(rows) != 2:
         raise InvalidRecord(f"expected exactly one data row, found {len(rows) - 1}")
     row = rows[1]
     if len(row) < len(header):
         raise InvalidRecord(f"data row has {len(row)} values, header has {len(header)}")
     first_name, last_name, raw_birthts = (row[header.index(name)] for name in REQUIRED_COLUMNS)
-    if not first_name:
-        raise InvalidRecord("first_name is empty")
-    if not last_name:
-        raise InvalidRecord("last_name is empty")
-    for name, value in (("first_name", first_name), ("last_name", last_name)):
+    names = (("first_name", first_name), ("last_name", last_name))
+    for name, value in names:
+        if not value:
+            raise InvalidRecord(f"{name} is empty")
+    for name, value in names:
         if "\n" in value or "\r" in value:  # a quoted value may hold one: no name does
             raise InvalidRecord(f"{name} contains a line break")
-    if not _INTEGER.fullmatch(raw_birthts):
-        raise InvalidRecord(f"birthts is not an integer: {_excerpt(raw_birthts)}")
-    digits = raw_birthts.lstrip("-").lstrip("0") or "0"
+    return UserFields(sys.intern(first_name), sys.intern(last_name), _birthts(raw_birthts, now))
+
+
+def _header(names: list[str]) -> list[str]:
+    """The header's names, lowercased; raises InvalidRecord unless each required one is there once."""
+    header = [name.lower() for name in names]
+    missing = [name for name in REQUIRED_COLUMNS if name not in header]
+    if missing:
+        raise InvalidRecord(f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    for name in REQUIRED_COLUMNS:
+        if header.count(name) > 1:
+            raise InvalidRecord(f"column {name} appears more than once")
+    return header
+
+
+def _birthts(raw: str, now: int) -> int:
+    """birthts from its text; raises InvalidRecord unless an integer between the year 1 and ``now``."""
+    if not _INTEGER.fullmatch(raw):
+        raise InvalidRecord(f"birthts is not an integer: {_excerpt(raw)}")
+    digits = raw.lstrip("-").lstrip("0") or "0"
     if len(digits) > 20:  # far from any date; also keeps int() within its digit limit
-        raise InvalidRecord(f"birthts is out of range: {_excerpt(raw_birthts)}")
-    birthts = -int(digits) if raw_birthts.startswith("-") else int(digits)
+        raise InvalidRecord(f"birthts is out of range: {_excerpt(raw)}")
+    birthts = -int(digits) if raw.startswith("-") else int(digits)
     if birthts > now:
         raise InvalidRecord(f"birthts {birthts} is in the future")
     if birthts < MIN_BIRTHTS:
         raise InvalidRecord(f"birthts {birthts} is before the year 1")
-    return UserFields(sys.intern(first_name), sys.intern(last_name), birthts)
+    return birthts
 
 
 #: A NamedTuple made in C (its own constructor is a Python function).

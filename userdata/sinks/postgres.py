@@ -56,8 +56,11 @@ class PostgresMirror:
     :param lag_limit: seconds of lag after which :meth:`problem` calls the mirror behind even with no
         error yet, as a database that hangs raises nothing for a while
 
-    >>> mirror = PostgresMirror("postgresql://localhost/app", UserIndex())  # doctest: +SKIP
-    >>> pipeline.listeners.append(mirror.notify); mirror.start(pipeline.loaded)  # doctest: +SKIP
+    Wired as the app does it::
+
+        mirror = PostgresMirror("postgresql://localhost/app", index)
+        pipeline.listeners.append(mirror.notify)
+        mirror.start(pipeline.loaded)
     """
 
     def __init__(

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from . import Listing, ObjectError, StoreUnavailable, Version
 
-__all__ = ("FolderStore",)
+__all__ = ("FolderStore", "ThreadTrials")
 
 logger = logging.getLogger("userdata.stores.folder")
 T = TypeVar("T")
@@ -25,7 +25,7 @@ T = TypeVar("T")
 _CHUNK = 128
 #: Files per round of read_many: each round runs on one thread or on all (see read_many).
 _BATCH = 4096
-#: Every this many batches, read_many times one on one thread and one on all its threads.
+#: Every this many batches, read_many times one on one thread and one on all its threads (ThreadTrials).
 _TRIAL_EVERY = 8
 
 
@@ -103,21 +103,12 @@ class FolderStore:
             return found if found is None or isinstance(found, ObjectError) else (found[0], parse(found[1]))
 
         out: dict[str, tuple[Version, T] | ObjectError | None] = {}
-        # From the page cache one thread is fastest (more only take turns at the GIL); from the
-        # disk more threads overlap the waits. Which is faster now, two rounds in every few tell,
-        # one on each setting; the rounds between follow the faster.
-        seconds_per_file = {1: 0.0, self._thread_count: 0.0}
-        threads = 1
+        trials = ThreadTrials(self._thread_count)
         for i, batch in enumerate(_chunks(keys, _BATCH)):
-            trial = i % _TRIAL_EVERY
-            if trial < 2:
-                threads = 1 if trial == 0 else self._thread_count
+            threads = trials.threads(i)
             started = time.perf_counter()
             out.update(await self._in_threads(read_parsed, batch, threads))
-            if trial < 2:
-                seconds_per_file[threads] = (time.perf_counter() - started) / len(batch)
-                if trial == 1:
-                    threads = min(seconds_per_file, key=seconds_per_file.__getitem__)
+            trials.took(i, threads, (time.perf_counter() - started) / len(batch))
         return out
 
     async def stat_many(self, keys: Collection[str]) -> dict[str, Version | ObjectError | None]:
@@ -202,6 +193,40 @@ class FolderStore:
 
     async def close(self) -> None:
         pass
+
+
+class ThreadTrials:
+    """Which reads faster now, one thread or ``most``: from the page cache one thread is (more
+    only take turns at the GIL), from the disk more overlap the waits.
+
+    Of every ``every`` batches, the first runs on one thread and the second on ``most``, each
+    timed; the batches between follow the faster.
+
+    >>> trials = ThreadTrials(2, every=4)
+    >>> [trials.threads(i) for i in range(2)]
+    [1, 2]
+    >>> trials.took(0, 1, 0.5); trials.took(1, 2, 0.2); trials.threads(2)
+    2
+    """
+
+    def __init__(self, most: int, *, every: int = _TRIAL_EVERY) -> None:
+        self.most = most
+        self.every = every
+        self._seconds_per_file = {1: 0.0, most: 0.0}
+        self._faster = 1
+
+    def threads(self, batch: int) -> int:
+        """How many threads batch number ``batch`` is to be read on."""
+        trial = batch % self.every
+        return 1 if trial == 0 else self.most if trial == 1 else self._faster
+
+    def took(self, batch: int, threads: int, seconds_per_file: float) -> None:
+        """Batch number ``batch`` took ``seconds_per_file`` on ``threads`` threads."""
+        trial = batch % self.every
+        if trial < 2:
+            self._seconds_per_file[threads] = seconds_per_file
+            if trial == 1:
+                self._faster = min(self._seconds_per_file, key=self._seconds_per_file.__getitem__)
 
 
 def _chunks(items: Iterable[str], size: int) -> Iterable[list[str]]:
