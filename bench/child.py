@@ -10,10 +10,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .cold import load_floor_folder, load_floor_s3, load_folder, load_least_folder, load_s3
+from .cold import load_botocore_s3, load_floor_folder, load_floor_s3, load_folder, load_least_folder, load_s3
 from .memory import measure_memory
 from .procs import memory_kib
-from .rescan import measure_rescans
+from .rescan import measure_rescans, measure_rescans_s3
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "load_folder": load_folder,
@@ -21,8 +21,10 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "load_least_folder": load_least_folder,
     "load_s3": load_s3,
     "load_floor_s3": load_floor_s3,
+    "load_botocore_s3": load_botocore_s3,
     "memory": measure_memory,
     "rescans": measure_rescans,
+    "rescans_s3": measure_rescans_s3,
 }
 
 

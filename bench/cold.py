@@ -3,21 +3,26 @@
 Each function runs in a fresh interpreter (``bench.child``), so its peak RSS is its own. The
 floors do only the I/O a load cannot avoid, at the service's own concurrency: list the source
 objects and read every CSV's bytes; nothing is parsed, PNGs are only listed. For the folder,
-:func:`load_least_folder` is a second reference: the least Python work a load does at all.
+:func:`load_least_folder` is a second reference: the least Python work a load does at all; for
+S3, :func:`load_botocore_s3`: the same I/O through aiobotocore, the service's client before.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import html
 import inspect
 import os
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from aiobotocore.session import get_session
+import aiohttp
+from yarl import URL
 
 from userdata.index import UserIndex
 from userdata.pipeline import Pipeline
@@ -25,6 +30,7 @@ from userdata.records import UserRecord, parse_user_csv
 from userdata.stores import Store
 from userdata.stores.folder import FolderStore
 from userdata.stores.s3 import S3Store
+from userdata.stores.sigv4 import Credentials, Signer, canonical_query, quote_key
 
 from .datagen import BUCKET, PREFIX
 from .procs import memory_kib
@@ -32,6 +38,7 @@ from .procs import memory_kib
 __all__ = (
     "folder_threads",
     "load_floor_folder",
+    "load_botocore_s3",
     "load_floor_s3",
     "least_load",
     "load_folder",
@@ -148,10 +155,60 @@ def least_load(data_dir: str) -> UserIndex:
     return index
 
 
-async def _floor_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
-    # The service's own client configuration and concurrency, so only the work differs.
-    like = S3Store(endpoint, bucket, PREFIX)
-    config, concurrency = like._config, like._concurrency
+async def _cheapest_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
+    # The least a client can do: one aiohttp session, requests signed with the day's key, keys
+    # found in each listing page by a regex, bodies read and dropped; the store's concurrency.
+    credentials = Credentials(os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+    signer = Signer(credentials, "us-east-1", urlsplit(endpoint).netloc)
+    concurrency = S3Store(endpoint, bucket, PREFIX).concurrency
+    path = f"/{bucket}"
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        started = time.perf_counter()
+        keys: list[str] = []
+        params = {"list-type": "2", "prefix": PREFIX, "delimiter": "/"}
+        while True:
+            query = canonical_query(params)
+            url = URL(f"{endpoint}{path}?{query}", encoded=True)
+            async with session.get(url, headers=signer.headers("GET", path, query)) as response:
+                page = await response.text()
+            keys.extend(re.findall(r"<Key>([^<]*)</Key>", page))
+            token = re.search(r"<NextContinuationToken>([^<]*)</NextContinuationToken>", page)
+            if token is None:
+                break
+            params["continuation-token"] = html.unescape(token[1])
+        csvs = [key for key in keys if key[-4:].lower() == ".csv"]
+        slots = asyncio.Semaphore(concurrency)
+
+        async def get(key: str) -> int:
+            key_path = f"{path}/{quote_key(key)}"
+            async with (
+                slots,
+                session.get(URL(endpoint + key_path, encoded=True), headers=signer.headers("GET", key_path)) as r,
+            ):
+                if r.status != 200:
+                    raise RuntimeError(f"GET {key}: {r.status}")
+                return len(await r.read())
+
+        size = sum(await asyncio.gather(*(get(key) for key in csvs)))
+        seconds = time.perf_counter() - started
+    if len(csvs) != users:
+        raise RuntimeError(f"listed {len(csvs)} CSVs, expected {users}")
+    return {"seconds": seconds, "objects": len(keys), "bytes": size}
+
+
+async def _botocore_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
+    # aiobotocore as the service used it before: the same concurrency, retries and checksums.
+    from aiobotocore.config import AioConfig
+    from aiobotocore.session import get_session
+
+    concurrency = S3Store(endpoint, bucket, PREFIX).concurrency
+    config = AioConfig(
+        max_pool_connections=concurrency,
+        retries={"mode": "standard", "max_attempts": 3},
+        s3={"addressing_style": "path"},
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+    )
     session = get_session()
     async with session.create_client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config) as s3:
         started = time.perf_counter()
@@ -176,5 +233,10 @@ async def _floor_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
 
 
 def load_floor_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
+    """List the prefix and GET every CSV with the cheapest client: aiohttp and a signer alone."""
+    return asyncio.run(_cheapest_s3(endpoint, bucket, users))
+
+
+def load_botocore_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
     """List the prefix and GET every CSV with aiobotocore alone, at the store's concurrency."""
-    return asyncio.run(_floor_s3(endpoint, bucket, users))
+    return asyncio.run(_botocore_s3(endpoint, bucket, users))

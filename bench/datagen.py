@@ -10,11 +10,10 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-
 from userdata.demo import FIRST_ID, FIRST_NAMES, LAST_NAMES, MAX_BIRTHTS, MIN_BIRTHTS, PNG_SHARE, iter_demo
 from userdata.records import UserRecord
+from userdata.stores.s3 import S3Store
+from userdata.stores.s3_http import Answer
 
 __all__ = ("BUCKET", "OLD_QUERY", "PREFIX", "make_records", "upload_users", "write_users")
 
@@ -43,27 +42,23 @@ def write_users(data_dir: Path, users: int, seed: int = 0) -> Path:
 
 async def upload_users(endpoint: str, bucket: str, users: int, seed: int = 0, concurrency: int = 64) -> int:
     """PUT the demo users' objects into ``bucket`` (created if missing); returns the object count."""
-    config = AioConfig(
-        max_pool_connections=concurrency,
-        retries={"mode": "standard", "max_attempts": 8},
-        s3={"addressing_style": "path"},
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-    )
-    session = get_session()
-    async with session.create_client("s3", endpoint_url=endpoint, region_name="us-east-1", config=config) as s3:
-        with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
-            await s3.create_bucket(Bucket=bucket)
+    store = S3Store(endpoint, bucket, PREFIX, concurrency=concurrency, max_attempts=8)
+    await store.open()
+    try:
+        with contextlib.suppress(Answer):  # BucketAlreadyOwnedByYou
+            await store.create_bucket()
         files = iter_demo(users, seed)
 
         async def put_some() -> int:
             count = 0
             for name, data in files:  # shared iterator: each worker takes the next object
-                await s3.put_object(Bucket=bucket, Key=PREFIX + name, Body=data)
+                await store.write(PREFIX + name, data)
                 count += 1
             return count
 
         return sum(await asyncio.gather(*(put_some() for _ in range(concurrency))))
+    finally:
+        await store.close()
 
 
 def _fresh(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
@@ -51,13 +52,23 @@ class SeaweedFS:
 
     Stopped and started again with the same directory and ports, it keeps its data. Every bucket
     is a collection that takes 7 volumes as it is made: ``volume_size_mb`` small leaves room for
-    many buckets (the volume files are sparse).
+    many buckets (the volume files are sparse). It knows the ``identities`` (access key ->
+    secret) and checks every request's signature (with no identity at all, SeaweedFS takes any
+    request, signed or not).
     """
 
-    def __init__(self, weed: str, directory: Path, *, volume_size_mb: int = 64) -> None:
+    def __init__(
+        self,
+        weed: str,
+        directory: Path,
+        *,
+        volume_size_mb: int = 64,
+        identities: dict[str, str] | None = None,
+    ) -> None:
         self.weed = weed
         self.directory = directory
         self.volume_size_mb = volume_size_mb
+        self.identities = identities or {"bench": "bench"}
         self.ports = dict(zip(PORT_NAMES, free_ports(len(PORT_NAMES)), strict=True))
         self.endpoint = f"http://127.0.0.1:{self.ports['s3.port']}"
         self.log = directory / "weed.log"
@@ -66,6 +77,13 @@ class SeaweedFS:
     def start(self, timeout: float = 60.0) -> None:
         """Start the server and wait until its S3 port answers."""
         self.directory.mkdir(parents=True, exist_ok=True)
+        identities = self.directory / "s3-identities.json"
+        actions = ["Admin", "Read", "Write", "List", "Tagging"]
+        known = [
+            {"name": key, "credentials": [{"accessKey": key, "secretKey": secret}], "actions": actions}
+            for key, secret in self.identities.items()
+        ]
+        identities.write_text(json.dumps({"identities": known}))
         args = [
             self.weed,
             "server",
@@ -74,6 +92,7 @@ class SeaweedFS:
             "-ip.bind=127.0.0.1",
             "-filer",
             "-s3",
+            f"-s3.config={identities}",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-volume.max=400",

@@ -8,7 +8,7 @@ import gc
 import inspect
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -158,7 +158,8 @@ class SpyStore:
     """A store wrapper for tests: records what is asked of it, and fails or acts on demand.
 
     ``fail`` (an exception) is raised by every call while set; ``before_read`` runs before each
-    read_many (to change the store between a listing and its reads); ``unreadable`` names keys
+    read_many (to change the store between a listing and its reads); ``after_read`` is awaited
+    after each read_many has read (to hold a scan's reads back); ``unreadable`` names keys
     read_many and stat_many report as objects that cannot be read, and why.
     """
 
@@ -166,6 +167,8 @@ class SpyStore:
         self.store = store
         self.reads: list[str] = []
         self.stats: list[str] = []
+        #: listings made
+        self.listings = 0
         #: gc.isenabled() at each listing
         self.collector: list[bool] = []
         #: the threads each listing's items were walked on
@@ -174,6 +177,8 @@ class SpyStore:
         self.before_read: Callable[[], None] | None = None
         #: key -> why it cannot be read: read_many gives an ObjectError for it
         self.unreadable: dict[str, str] = {}
+        #: awaited with the keys after each read_many has read them, before it returns
+        self.after_read: Callable[[Collection[str]], Awaitable[None]] | None = None
 
     def _check(self) -> None:
         if self.fail is not None:
@@ -189,6 +194,7 @@ class SpyStore:
         await self.store.close()
 
     async def list_objects(self, *, versions: bool = True) -> Listing:
+        self.listings += 1
         self.collector.append(gc.isenabled())
         self._check()
         return WatchedListing(await self.store.list_objects(versions=versions), self.listing_threads)
@@ -199,6 +205,8 @@ class SpyStore:
         if self.before_read is not None:
             self.before_read()
         found = await self.store.read_many(keys, parse)
+        if self.after_read is not None:
+            await self.after_read(keys)
         return found | {key: ObjectError(why) for key, why in self.unreadable.items() if key in found}
 
     async def stat_many(self, keys: Collection[str]) -> dict[str, Any]:

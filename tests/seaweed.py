@@ -48,7 +48,10 @@ class SeaweedFS(Server):
     """The benchmarks' server, with small volumes (tests make many buckets), ready once it takes a PUT."""
 
     def __init__(self, weed: str, directory: Path) -> None:
-        super().__init__(weed, directory, volume_size_mb=16)
+        # The tests' identity, and docker-compose.yml's default MinIO root user, which the
+        # topology test signs with as the compose services would.
+        identities = {"test": "test", "minioadmin": "minioadmin"}
+        super().__init__(weed, directory, volume_size_mb=16, identities=identities)
 
     def _wait_until_ready(self, timeout: float) -> None:
         # A fresh server may list buckets before its volume server takes writes: wait for a PUT.

@@ -326,4 +326,4 @@ def test_process_against_an_unreachable_s3_endpoint_exits_1_naming_the_store(run
         env={"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"},
     )
     assert done.returncode == 1, (done.returncode, done.stderr)
-    assert "store unavailable" in done.stderr and "Could not connect" in done.stderr, done.stderr
+    assert "store unavailable" in done.stderr and "Cannot connect to host" in done.stderr, done.stderr

@@ -9,9 +9,10 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import SpyStore, running
+from helpers import SpyStore, running, wait_until
 
 from userdata.index import Diff, UserIndex
+from userdata.objects import classify
 from userdata.pipeline import Pipeline
 from userdata.stores.folder import FolderStore
 
@@ -225,3 +226,65 @@ async def test_a_forced_rescan_applies_what_changed_and_keeps_one_copy_of_each_s
     fresh = Pipeline(FolderStore(tmp_path, "bucket", PREFIX), UserIndex(), PREFIX)
     await fresh.load()
     assert fresh.index.records() == records and _state(fresh) == _state(pipeline)
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["incremental", "forced"])
+async def test_a_change_named_during_a_scan_shows_at_once_and_the_scan_keeps_it(tmp_path: Path, force: bool) -> None:
+    store, pipeline, source = _users(tmp_path, 30)
+    csv = source / "7.csv"
+
+    def write(first: str, mtime_ns: int) -> None:
+        csv.write_text(f"first_name, last_name, birthts\n{first}, Lee, 0\n")
+        os.utime(csv, ns=(mtime_ns, mtime_ns))  # a version of its own, whatever the clock's resolution
+
+    async with running(pipeline):
+        write("Old", 10**18)  # what the scan reads
+        scanned, release = asyncio.Event(), asyncio.Event()
+
+        async def hold_the_scan(keys: object) -> None:
+            if not scanned.is_set():  # the first read from here on is the scan's
+                scanned.set()
+                await release.wait()
+
+        store.after_read = hold_the_scan
+        rescan = pipeline.rescan(force=force)
+        await asyncio.wait_for(scanned.wait(), 5)
+        write("New", 2 * 10**18)  # changed after the scan read it, and named
+        pipeline.submit([classify(PREFIX + "7.csv", PREFIX)])  # type: ignore[list-item]
+        await wait_until(lambda: pipeline.index.get("7").first_name == "New", timeout=2)  # type: ignore[union-attr]
+        assert not rescan.done(), "the change did not wait for the scan"
+        release.set()
+        await rescan
+    assert pipeline.index.get("7").first_name == "New"  # type: ignore[union-attr]
+    fresh = Pipeline(FolderStore(tmp_path, "bucket", PREFIX), UserIndex(), PREFIX)
+    await fresh.load()
+    assert _state(fresh) == _state(pipeline) and fresh.index.records() == pipeline.index.records()
+
+
+async def test_rejections_are_logged_once_each_and_conflicts_not_as_rejections(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, pipeline, source = _users(tmp_path, 3)
+    (source / "1.csv").write_text("first_name, last_name, birthts\nAnn, Lee, x\n")
+    (source / "2.CSV").write_text("first_name, last_name, birthts\nTwo, Lee, 0\n")
+    with caplog.at_level("WARNING", logger="userdata.reconcile"):
+        await pipeline.load()
+    warnings = [r.getMessage() for r in caplog.records if r.name == "userdata.reconcile"]
+    assert warnings == ["rejected src/1.csv: birthts is not an integer: 'x'"]
+    assert set(pipeline.rejected) == {"src/1.csv", "src/2.CSV", "src/2.csv"}
+
+
+async def test_a_failing_listener_stops_neither_the_others_nor_the_pipeline(tmp_path: Path) -> None:
+    _, pipeline, source = _users(tmp_path, 2)
+    heard: list[Diff] = []
+
+    def broken(diff: Diff) -> None:
+        raise RuntimeError("a sink's bug")
+
+    pipeline.listeners += [broken, heard.append]
+    async with running(pipeline):
+        for first in ("Bob", "Cy"):
+            (source / "0.csv").write_text(f"first_name, last_name, birthts\n{first}, Lee, 0\n")
+            pipeline.submit([classify(PREFIX + "0.csv", PREFIX)])  # type: ignore[list-item]
+            await wait_until(lambda f=first: pipeline.index.get("0").first_name == f)  # type: ignore[union-attr,misc]
+    assert len(heard) >= 3  # the load's, then each change's

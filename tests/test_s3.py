@@ -11,13 +11,14 @@ from typing import Any
 
 import orjson
 import pytest
-from botocore.exceptions import ClientError
 from helpers import PNG, S3Bucket, SpyStore, fast_settings, wait_until
 from seaweed import SeaweedFS, require_weed, s3_client
 
 from userdata.app import create_store
 from userdata.stores import ObjectError, StoreUnavailable
-from userdata.stores.s3 import _object_error
+from userdata.stores.s3 import S3Store, _object_error
+from userdata.stores.s3_http import Answer
+from userdata.stores.sigv4 import Credentials
 
 
 def s3_record(bucket: str, key: str, event: str = "s3:ObjectCreated:Put") -> dict[str, Any]:
@@ -285,15 +286,16 @@ async def test_minio_change_hints_reread_objects_through_s3(start_service, s3: S
     ],
 )
 def test_errors_of_one_object_are_told_apart_from_errors_of_the_store(code, status, outcome):
-    error = ClientError(
-        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Get"
-    )
+    error = Answer(status, code, "m")
     if outcome == "store":
         with pytest.raises(StoreUnavailable, match=code):
             _object_error(error, "src-data/1.csv")
     else:
         found = _object_error(error, "src-data/1.csv")
-        assert found is None if outcome == "missing" else (isinstance(found, ObjectError) and code in str(found))
+        if outcome == "missing":
+            assert found is None
+        else:
+            assert isinstance(found, ObjectError) and code in str(found)
 
 
 async def test_an_object_that_cannot_be_read_holds_up_no_other(start_service, s3: S3Bucket):
@@ -317,3 +319,41 @@ async def test_an_object_that_cannot_be_read_holds_up_no_other(start_service, s3
     await wait_until(lambda: service.index.get("good").first_name == "Better")
     assert service.index.get("good").img_path == "src-data/good.png"
     assert service.pipeline.store_error is None
+
+
+@pytest.mark.parametrize("wrong", ["secret", "access key"])
+async def test_a_request_signed_with_wrong_credentials_is_refused_and_degrades(s3: S3Bucket, wrong: str) -> None:
+    s3.put_user("1")
+    credentials = Credentials("test", "not-the-secret") if wrong == "secret" else Credentials("nobody", "test")
+    store = S3Store(s3.endpoint, s3.name, s3.prefix, credentials=credentials, region="us-east-1")
+    good = S3Store(s3.endpoint, s3.name, s3.prefix, credentials=Credentials("test", "test"), region="us-east-1")
+    await store.open()
+    await good.open()
+    try:
+        with pytest.raises(StoreUnavailable, match=r"SignatureDoesNotMatch|InvalidAccessKeyId|AccessDenied"):
+            await store.list_objects()
+        with pytest.raises(StoreUnavailable):
+            await store.read_many([s3.prefix + "1.csv"], bytes)
+        assert list(await good.list_objects()) == [s3.prefix + "1.csv"]
+    finally:
+        await store.close()
+        await good.close()
+
+
+async def test_keys_of_any_shape_round_trip_through_the_listing_and_reads(s3: S3Bucket) -> None:
+    names = ["a b.csv", "plus+sign.csv", "pct%41.csv", "amp&lt.csv", "ünï.csv", "tilde~.csv", "q?x=1.csv"]
+    for name in names:
+        s3.put(s3.prefix + name, name)
+    store = S3Store(s3.endpoint, s3.name, s3.prefix)
+    await store.open()
+    try:
+        listing = await store.list_objects()
+        assert sorted(listing) == sorted(s3.prefix + name for name in names)
+        read = await store.read_many(list(listing), bytes.decode)
+        assert all(content is not None and not isinstance(content, ObjectError) for content in read.values())
+        assert {key: content[1] for key, content in read.items()} == {s3.prefix + n: n for n in names}  # type: ignore[index]
+        assert all(listing[key] == read[key][0] for key in listing)  # type: ignore[index]  # one ETag form
+        await store.write("out/x y+z.csv", b"data")
+        assert await store.read("out/x y+z.csv") == b"data" and s3.get("out/x y+z.csv") == b"data"
+    finally:
+        await store.close()

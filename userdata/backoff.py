@@ -35,13 +35,8 @@ class Backoff:
 
     def failed(self) -> float:
         """Count a failure; returns how long to wait before trying again."""
-        delay = self.peek()
-        self.failures += 1
-        return delay
-
-    def peek(self) -> float:
-        """The delay the next :meth:`failed` would give, without counting a failure."""
         delay = self.delays[min(self.failures, len(self.delays) - 1)]
+        self.failures += 1
         return delay * random.uniform(1 - self.jitter, 1 + self.jitter) if self.jitter else delay
 
     def succeeded(self) -> None:

@@ -8,7 +8,7 @@ index must take. The rules:
 - a user is a user_id with one CSV; its record is that CSV's fields, and img_path the first
   (in sorted order) of its images;
 - a CSV that is invalid or cannot be read is rejected with its reason, and the user keeps its
-  last good record (the index's), not even its image path is lost with it;
+  last good record (the index's), its img_path following its images as ever;
 - two CSVs naming the same user are both rejected as a conflict, and the user keeps its record
   until one of them goes;
 - a user none of whose CSVs is left is removed; so is one never valid.
@@ -25,7 +25,7 @@ from typing import NamedTuple
 from .records import UserFields, UserRecord
 from .stores import Version
 
-__all__ = ("UNREAD", "Catalog", "Changes", "Keys", "Outcome", "keys_with", "keys_without")
+__all__ = ("UNREAD", "Catalog", "Changes", "Keys", "Outcome", "each_key", "first_key", "keys_with", "keys_without")
 
 #: What reading a CSV gave: its fields, or why the file is rejected.
 Outcome = UserFields | str
@@ -87,7 +87,10 @@ class Catalog:
         self.conflicts: set[str] = set()
 
     def owner(self, key: str) -> tuple[bool, str]:
-        """(is it a CSV, its user_id) of a source key."""
+        """(is it a CSV, its user_id) of a source key.
+
+        Only splits the key: it was classified as a source object where it entered.
+        """
         return key[-4:].lower() == ".csv", key[len(self.prefix) : -4]
 
     def apply(self, found: Mapping[str, Version | None], outcomes: Mapping[str, Outcome]) -> Changes:
@@ -147,6 +150,25 @@ class Catalog:
             and (key := next(iter(keys))) not in outcomes
             and (key in self.conflicts or (key not in self.rejected and self.current(user_id) is None))
         ]
+
+    def adopt(self, other: Catalog, user_id: str) -> None:
+        """Take ``user_id``'s keys, versions and rejections as ``other`` holds them."""
+        for mine, theirs in ((self.csv_keys, other.csv_keys), (self.png_keys, other.png_keys)):
+            for key in each_key(mine.pop(user_id, None)):
+                self.versions.pop(key, None)
+                self.rejected.pop(key, None)
+                self.conflicts.discard(key)
+            keys = theirs.get(user_id)
+            if keys is None:
+                continue
+            mine[user_id] = keys if isinstance(keys, str) else list(keys)
+            for key in each_key(keys):
+                if key in other.versions:
+                    self.versions[key] = other.versions[key]
+                if key in other.rejected:
+                    self.rejected[key] = other.rejected[key]
+                if key in other.conflicts:
+                    self.conflicts.add(key)
 
     def drop_csv(self, key: str) -> None:
         """Forget a CSV listed but gone when read."""

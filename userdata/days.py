@@ -33,6 +33,7 @@ class DayBuckets:
         self._sums_prefix: list[int] | None = None
 
     def add(self, user_id: str, birthts: int) -> None:
+        """Put ``user_id`` in the bucket of its birth day."""
         day = birthts // DAY_MS  # day_of(), inline
         bucket = self.members.get(day)
         if bucket is None:
@@ -61,6 +62,7 @@ class DayBuckets:
         self._counts_prefix = self._sums_prefix = None
 
     def discard(self, user_id: str, birthts: int) -> None:
+        """Take ``user_id`` out of the bucket of its birth day (it must be there)."""
         day = day_of(birthts)
         bucket = self.members[day]
         if isinstance(bucket, dict):

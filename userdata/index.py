@@ -120,11 +120,13 @@ class UserIndex:
         records new or unlike the index's (an equal record is left as the index holds it), and
         the ids the index holds that ``users`` lacks.
 
-        Only reads, so it may run on another thread while nothing writes the index.
+        Only reads, so it may run on another thread; the loop may write the index meanwhile (the
+        caller then leaves alone the users it wrote): each step over the index's own dict is one
+        C call, which no write can come between.
         """
         held = self._users
         upserts = [record for user_id, record in users.items() if held.get(user_id) != record]
-        removals = [user_id for user_id in held if user_id not in users]
+        removals = sorted(held.keys() - users.keys())
         return upserts, removals
 
     def _fill(self, users: dict[str, UserRecord]) -> Diff:

@@ -1,10 +1,18 @@
-"""The change pipeline: the one task that follows the store and writes the index.
+"""The change pipeline: the one writer of the index, following the store.
 
 Producers (the watcher, the webhook, the periodic rescan, POST /data) only name source objects
-to look at again (:meth:`Pipeline.submit`), or ask for a rescan (:meth:`Pipeline.rescan`); the
-pipeline's task takes them in turn, has the :class:`~userdata.reconcile.Reconciler` read the
-store's truth and apply it, and tells the listeners (the sinks) what changed. Nothing else
-writes the index, so no locks are needed.
+to look at again (:meth:`Pipeline.submit`), or ask for a rescan (:meth:`Pipeline.rescan`). The
+pipeline has the :class:`~userdata.reconcile.Reconciler` read the store's truth and apply it,
+and tells the listeners (the sinks) what changed.
+
+Concurrency. The pipeline's task refreshes named objects batch by batch; a rescan runs in a task
+of its own beside it (one at a time), so a named change never waits for a scan of any size.
+Every write to the catalog and the index is one synchronous step on the event loop, so no locks
+are needed and a reader never sees half a batch. The rule between the two: a user that a
+refresh applied while a scan runs is left by that scan as the refresh left it, since the scan's
+read of it may be the older one (and if the refresh's is, the event that follows any later
+change refreshes it again; the next rescan is the safety net). Passes of a scan on a worker
+thread only read the live catalog and index, each step over their dicts one C call.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from contextlib import suppress
 from dataclasses import dataclass
 
 from . import tuning
@@ -67,7 +76,6 @@ class Pipeline:
     ) -> None:
         self.store = store
         self.index = index
-        self.prefix = prefix
         #: called with every Diff that changed something, on the pipeline's task
         self.listeners: list[Listener] = []
         #: set once the first load is done
@@ -78,6 +86,7 @@ class Pipeline:
         self._backoff = Backoff(retry_delays)
         self._dirty: dict[str, SourceObject] = {}
         self._pending: _Rescan | None = None
+        self._scanning: asyncio.Task[None] | None = None
         self._rescan_retry: asyncio.TimerHandle | None = None
         self._wake = asyncio.Event()
 
@@ -121,14 +130,21 @@ class Pipeline:
     async def run(self, restore: Restore | None = None) -> None:
         """Load everything (after ``restore``), then apply changes as they are asked for, until cancelled."""
         await self.load(retry=True, restore=restore)
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            request, self._pending = self._pending, None
-            if request is not None:
-                await self._run_rescan(request)
-            if self._dirty:
-                await self._refresh()
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                if self._pending is not None and self._scanning is None:
+                    request, self._pending = self._pending, None
+                    self._scanning = asyncio.create_task(self._run_rescan(request), name="userdata.rescan")
+                    self._scanning.add_done_callback(self._scan_ended)
+                if self._dirty:
+                    await self._refresh()
+        finally:
+            if self._scanning is not None:
+                self._scanning.cancel()
+                with suppress(asyncio.CancelledError):
+                    await self._scanning
 
     async def load(self, *, retry: bool = False, restore: Restore | None = None) -> RescanReport:
         """Put ``restore``'s last good records in the index, then read every source object.
@@ -153,7 +169,7 @@ class Pipeline:
                     raise
                 logger.exception("initial load failed")
                 self.store_error = f"initial load failed: {e}"
-                delay = self._backoff.delays[-1]
+                delay = self._backoff.failed()
             await asyncio.sleep(delay)
         logger.info(
             "loaded %d users from %s in %d ms (%d rejected files)",
@@ -176,18 +192,13 @@ class Pipeline:
             else:
                 # A bug must not stop the index from following the store: try again later.
                 logger.exception("failed to apply %d changed keys", len(objects))
-                delay = self._backoff.delays[-1]
+                delay = self._backoff.failed()
             asyncio.get_running_loop().call_later(delay, self._wake.set)
             return
         self._succeeded()
         self._publish(diff)
-        logger.info(
-            "applied %d changed keys: %d added, %d updated, %d removed",
-            len(objects),
-            len(diff.added),
-            len(diff.updated),
-            len(diff.removed),
-        )
+        added, updated, removed = len(diff.added), len(diff.updated), len(diff.removed)
+        logger.info("applied %d changed keys: %d added, %d updated, %d removed", len(objects), added, updated, removed)
 
     async def _run_rescan(self, request: _Rescan) -> None:
         try:
@@ -209,18 +220,21 @@ class Pipeline:
                 logger.info("rescan: %s", report)
             request.future.set_result(report)
 
+    def _scan_ended(self, task: asyncio.Task[None]) -> None:
+        self._scanning = None
+        if self._pending is not None:
+            self._wake.set()
+
     def _retry_rescan(self) -> None:
         self._rescan_retry = None
         self.rescan_soon()
 
     async def _scan(self, *, force: bool, started: float) -> RescanReport:
-        listing = await self.store.list_objects(versions=not force)  # a forced scan reads every CSV
-        reconciler = self.reconciler
-        diff = await (reconciler.scan_all(listing) if force else reconciler.scan_changed(listing))
+        diff, garbage = await self.reconciler.scan(force=force)
         self._succeeded()
         self._publish(diff)
         if self.loaded.is_set():  # a rescan: requests are being served meanwhile
-            await tuning.free_off_loop(listing)
+            await tuning.free_off_loop(*garbage)
         return RescanReport(
             users=len(self.index),
             added=len(diff.added),
@@ -234,7 +248,7 @@ class Pipeline:
         """Record a store failure; returns how long to wait before trying again."""
         self.store_error = str(error)
         delay = self._backoff.failed()
-        logger.warning("store unavailable (%s); trying again in %.2g s", error, delay)
+        logger.warning("store unavailable (%s); trying again in %.1f s", error, delay)
         return delay
 
     def _succeeded(self) -> None:
@@ -247,7 +261,10 @@ class Pipeline:
         """Tell the listeners what changed, if anything did."""
         if diff:
             for listener in self.listeners:
-                listener(diff)
+                try:
+                    listener(diff)
+                except Exception:  # a sink's bug must not stop the index from following the store
+                    logger.exception("listener %r failed", listener)
 
 
 def _retrieve(future: asyncio.Future[RescanReport]) -> None:

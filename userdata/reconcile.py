@@ -8,26 +8,31 @@ catalog and the index in one synchronous step, so a reader never sees half a bat
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import Any
 
 from . import scan, tuning
 from .catalog import Catalog, Changes, Outcome
 from .index import Diff, UserIndex
 from .objects import SourceObject
 from .records import InvalidRecord, parse_user_csv
+from .scan import Contents
 from .stores import Listing, ObjectError, Store, Version
 
 __all__ = ("Reconciler",)
 
-logger = logging.getLogger("userdata.pipeline")
+logger = logging.getLogger("userdata.reconcile")
 
 
 class Reconciler:
     """Keeps ``index`` and its :class:`~userdata.catalog.Catalog` equal to ``store``'s objects.
 
-    Only the pipeline's task calls it; nothing else writes the catalog or the index.
+    Only the pipeline calls it (its task refreshes, its rescan task scans, see
+    :mod:`userdata.pipeline` for the rule between the two); nothing else writes the catalog or
+    the index.
 
     :param store: where the source objects are read
     :param index: the index it writes
@@ -39,6 +44,8 @@ class Reconciler:
         self.index = index
         self.prefix = prefix
         self.catalog = Catalog(prefix, index.get)
+        #: While a scan runs: the users a refresh applied meanwhile, which the scan leaves alone.
+        self._fresher: set[str] | None = None
 
     async def refresh(self, objects: Collection[SourceObject]) -> Diff:
         """Look at these objects again: their CSVs are read, their images' versions asked for."""
@@ -50,49 +57,91 @@ class Reconciler:
                 logger.warning("cannot look at %s: %s", key, version)
             else:
                 found[key] = version
-        return await self._update(found, csvs)
+        return await self._update(found, csvs, refresh=True)
+
+    async def scan(self, *, force: bool) -> tuple[Diff, list[dict[Any, Any]]]:
+        """List the store, then :meth:`scan_all` (``force``) or :meth:`scan_changed` what it holds.
+
+        Returns what changed, and the large dicts the scan leaves behind (the listing, a forced
+        scan's old catalog and reads): the caller frees them once it has told the sinks.
+        """
+        listing = await self.store.list_objects(versions=not force)  # a forced scan reads every CSV
+        if not force:
+            return await self.scan_changed(listing), [listing]
+        diff, garbage = await self.scan_all(listing)
+        return diff, [listing, *garbage]
 
     async def scan_changed(self, listing: Listing) -> Diff:
         """Read the CSVs whose versions changed, and apply what was added or removed.
 
         Its cost follows what changed; comparing the listing with the catalog runs off the loop.
         """
-        found, read = await tuning.off_loop(scan.changed, listing, self.catalog)
-        return await self._update(found, read)
+        with self._scanning():
+            found, read = await tuning.off_loop(scan.changed, listing, self.catalog)
+            return await self._update(found, read)
 
-    async def scan_all(self, listing: Listing) -> Diff:
+    async def scan_all(self, listing: Listing) -> tuple[Diff, list[dict[Any, Any]]]:
         """Read every CSV listed and build the catalog afresh (a load, or a forced rescan).
 
         The whole-listing passes of :mod:`userdata.scan` build it, off the loop. On a rescan,
         what differs from the index is found off the loop too, and the loop applies just that.
+        Returns what changed, and the dicts left to free (none after a first load: the index
+        holds what it read).
         """
         index = self.index
         rescan = len(index) > 0
         # A rescan reuses the strings the index holds (one copy of each): see scan.fresh_catalog.
         held = index.get if rescan else None
-        catalog, read = await tuning.off_loop(scan.fresh_catalog, listing, self.prefix, index.get, held)
-        contents = await self._read(read)
-        users = await tuning.off_loop(scan.records, catalog, contents)
-        old, self.catalog = self.catalog, catalog
-        _log_rejected(catalog, contents)
-        if not rescan:
-            return index.assign(users)
-        upserts, removals = await tuning.off_loop(index.differences, users)
-        diff = index.apply(upserts, removals)
-        await tuning.free_off_loop(old.versions, old.csv_keys, old.png_keys, contents, users)
-        return diff
+        with self._scanning() as fresher:
+            catalog, read = await tuning.off_loop(scan.fresh_catalog, listing, self.prefix, index.get, held)
+            contents = await self._read(read)
+            users = await tuning.off_loop(scan.records, catalog, contents)
+            _log_rejected(catalog, contents)
+            if not rescan and not fresher:
+                self.catalog = catalog
+                return index.assign(users), []
+            upserts, removals = await tuning.off_loop(index.differences, users)
+            # From here to the index's apply, one synchronous step: what refreshes applied while
+            # the scan read stays as they left it, in the new catalog and in the index.
+            old, self.catalog = self.catalog, catalog
+            for user_id in fresher:
+                catalog.adopt(old, user_id)
+            if fresher:
+                upserts = [record for record in upserts if record.user_id not in fresher]
+                removals = [user_id for user_id in removals if user_id not in fresher]
+            diff = index.apply(upserts, removals)
+        return diff, [old.versions, old.csv_keys, old.png_keys, contents, users]
 
-    async def _update(self, found: dict[str, Version | None], read: Collection[str]) -> Diff:
-        """Read ``read``, then apply it and ``found`` (key -> version, None when gone)."""
+    async def _update(self, found: dict[str, Version | None], read: Collection[str], *, refresh: bool = False) -> Diff:
+        """Read ``read``, then apply it and ``found`` (key -> version, None when gone).
+
+        A refresh marks the users it applied as fresher for a scan running meanwhile; a scan
+        leaves the users so marked as they are.
+        """
         outcomes = scan.split(await self._read(read), found)
         again = self.catalog.unread_csvs(found, outcomes)
         if again:
             outcomes.update(scan.split(await self._read(again), found))
-        changes: Changes = self.catalog.apply(found, outcomes)
-        _log_rejected(self.catalog, outcomes)
+        catalog, fresher = self.catalog, self._fresher
+        if fresher is not None and refresh:
+            fresher.update(catalog.owner(key)[1] for key in found)
+        elif fresher:
+            found = {key: v for key, v in found.items() if catalog.owner(key)[1] not in fresher}
+            outcomes = {key: o for key, o in outcomes.items() if key in found}
+        changes: Changes = catalog.apply(found, outcomes)
+        _log_rejected(catalog, outcomes)
         return self.index.apply(*changes)
 
-    async def _read(self, keys: Collection[str]) -> scan.Contents:
+    @contextlib.contextmanager
+    def _scanning(self) -> Iterator[set[str]]:
+        fresher: set[str] = set()
+        self._fresher = fresher
+        try:
+            yield fresher
+        finally:
+            self._fresher = None
+
+    async def _read(self, keys: Collection[str]) -> Contents:
         if not keys:
             return {}
         return await self.store.read_many(keys, _parser(time.time_ns() // 1_000_000))

@@ -8,8 +8,10 @@ one by one (``tests/test_pipeline.py`` holds the two equal on random stores). On
 unusual users (several CSVs, a CSV gone, unreadable or invalid) go through the catalog's own
 :meth:`~userdata.catalog.Catalog.resolve`.
 
-Every pass only reads the index and the catalog it is given, or builds new ones, so they run on
-a worker thread while the pipeline, the only writer, waits.
+They run on a worker thread. They read the live catalog and index only a step at a time, each
+step one C call over a dict (a lookup, a set of keys), which the event loop's writes cannot come
+between; what they write is only a catalog of their own that nothing else sees yet
+(:func:`records` takes one from :func:`fresh_catalog`).
 """
 
 from __future__ import annotations

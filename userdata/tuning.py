@@ -47,7 +47,7 @@ def frozen_when_done() -> Iterator[None]:
 
 
 async def off_loop(work: Callable[..., T], *args: Any) -> T:
-    """``work(*args)`` on a worker thread, while the caller (the only writer of what it reads) waits."""
+    """``work(*args)`` on a worker thread; the caller awaits it, and the loop runs on meanwhile."""
     return await asyncio.to_thread(work, *args)
 
 

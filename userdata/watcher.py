@@ -1,4 +1,4 @@
-"""Watching a folder: file events become object keys for the pipeline to look at again.
+"""Watching a folder: file events become source objects for the pipeline to look at again.
 
 Two layouts map paths to keys:
 
@@ -166,6 +166,6 @@ class Watcher:
             except Exception as e:
                 delay = self._backoff.failed()
                 self.error = f"not watching {self.root}: {e}"
-                logger.warning("%s; retrying in %.2g s", self.error, delay)
+                logger.warning("%s; retrying in %.1f s", self.error, delay)
                 with suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stop_event.wait(), delay)

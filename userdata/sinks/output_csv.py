@@ -199,7 +199,7 @@ class OutputWriter:
     def _failed(self, error: str) -> float:
         self.error = error
         delay = self._backoff.failed()
-        logger.warning("%s; trying again in %g s", error, delay)
+        logger.warning("%s; trying again in %.1f s", error, delay)
         return delay
 
     async def _render(self) -> tuple[Spool, bytes, int]:

@@ -184,9 +184,9 @@ class PostgresMirror:
         self.error = str(error) or type(error).__name__
         delay = self._backoff.failed()
         if isinstance(error, (DatabaseUnavailable, *DB_ERRORS)):
-            logger.warning("database mirror behind (%s); trying again in %.2g s", self.error, delay)
+            logger.warning("database mirror behind (%s); trying again in %.1f s", self.error, delay)
         else:
-            logger.error("database mirror failed; trying again in %.2g s", delay, exc_info=error)
+            logger.error("database mirror failed; trying again in %.1f s", delay, exc_info=error)
         return delay
 
     # The database.

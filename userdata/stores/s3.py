@@ -1,24 +1,25 @@
-"""The S3 store: objects read and written through the S3 API (MinIO, SeaweedFS, AWS) with aiobotocore.
+"""The S3 store: objects read and written through the S3 API (MinIO, SeaweedFS, AWS).
 
-One client for the store's lifetime (its connection pool is reused); requests have timeouts and
-retries with backoff. Credentials and region come from the standard AWS_* variables.
+The hot path is plain aiohttp with the requests signed by the service (:mod:`.s3_http`,
+:mod:`.sigv4`, the day's signing key kept): a GET costs about what the server's own answer
+does, where botocore's machinery cost several times more. At most ``concurrency`` requests run
+at once; an object's own error rejects that object, an error of the store degrades.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import mimetypes
+import re
 from collections.abc import Awaitable, Callable, Collection
-from contextlib import AsyncExitStack
-from functools import partial
-from typing import Any, TypeVar
-
-import aiohttp
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
-from botocore.exceptions import BotoCoreError, ClientError
+from html import unescape
+from typing import TypeVar
+from urllib.parse import unquote_plus
 
 from . import Listing, ObjectError, StoreUnavailable, Version
+from .s3_http import Answer, S3Client
+from .sigv4 import Credentials, quote_key
 
 __all__ = ("S3Store",)
 
@@ -41,8 +42,13 @@ _STORE_WIDE = frozenset(
 )
 #: Bodies up to this size are parsed on the event loop as they arrive.
 _PARSE_ON_LOOP = 16384
-#: What a failed body read raises: not a botocore error, but the connection's.
-_TRANSPORT_ERRORS = (BotoCoreError, aiohttp.ClientError, asyncio.TimeoutError)
+_CONTENTS = re.compile(r"<Contents>(.*?)</Contents>", re.S)
+_KEY = re.compile(r"<Key>([^<]*)</Key>")
+_ETAG = re.compile(r"<ETag>([^<]*)</ETag>")
+_NEXT = re.compile(r"<NextContinuationToken>([^<]*)</NextContinuationToken>")
+_TRUNCATED = re.compile(r"<IsTruncated>\s*true\s*</IsTruncated>")
+#: Keys of a listing that says so are URL-encoded (asked for: any key is then valid XML).
+_URL_ENCODED = re.compile(r"<EncodingType>url</EncodingType>")
 
 
 class S3Store:
@@ -54,7 +60,9 @@ class S3Store:
     :param concurrency: requests in flight at most, and connections in the pool
     :param connect_timeout: seconds to connect
     :param read_timeout: seconds to wait for each read from the server
-    :param max_attempts: tries of one request (botocore's standard retries, with backoff)
+    :param max_attempts: tries of one request, with backoff between them
+    :param credentials: what to sign with; None: found as the AWS SDKs find them
+    :param region: the signing region; None: AWS_DEFAULT_REGION or the profile's, else us-east-1
     """
 
     def __init__(
@@ -67,116 +75,134 @@ class S3Store:
         connect_timeout: float = 3.0,
         read_timeout: float = 10.0,
         max_attempts: int = 3,
+        credentials: Credentials | None = None,
+        region: str | None = None,
     ) -> None:
-        self.endpoint = endpoint
+        self.endpoint = endpoint.rstrip("/")
         self.bucket = bucket
         self.prefix = prefix
-        self._concurrency = concurrency
-        self._config = AioConfig(
-            max_pool_connections=concurrency,
+        self.concurrency = concurrency
+        self._client = S3Client(
+            endpoint,
+            concurrency=concurrency,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            retries={"mode": "standard", "max_attempts": max_attempts},
-            s3={"addressing_style": "path"},
-            # botocore >= 1.36 sends checksum headers that many S3-compatible servers reject
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
+            max_attempts=max_attempts,
+            credentials=credentials,
+            region=region,
         )
-        self._exit_stack = AsyncExitStack()
-        self._client: Any = None
         self._requests = asyncio.Semaphore(concurrency)
+        self._bucket_path = "/" + quote_key(bucket)
 
     def describe(self) -> str:
         return f"s3 {self.endpoint}/{self.bucket}/{self.prefix}"
 
     async def open(self) -> None:
-        """Create the client; no request is made, so an unreachable server is no error here."""
-        session = get_session()
-        self._client = await self._exit_stack.enter_async_context(
-            session.create_client(
-                "s3",
-                endpoint_url=self.endpoint,
-                region_name=session.get_config_variable("region") or "us-east-1",
-                config=self._config,
-            )
-        )
+        """Find the credentials and make the connection pool; no request is made, so an
+        unreachable server is no error here."""
+        await self._client.open()
 
     async def close(self) -> None:
-        await self._exit_stack.aclose()
+        await self._client.close()
 
     async def list_objects(self, *, versions: bool = True) -> Listing:  # ETags come with the names
         listing: Listing = {}
-        paginator = self._client.get_paginator("list_objects_v2")
-        # The delimiter leaves out sub-folders of the prefix: they hold no source objects.
-        pages = paginator.paginate(Bucket=self.bucket, Prefix=self.prefix, Delimiter="/")
-        try:
-            async for page in pages:
-                for obj in page.get("Contents", []):
-                    listing[obj["Key"]] = obj["ETag"]
-        except (*_TRANSPORT_ERRORS, ClientError) as e:
-            raise StoreUnavailable(_describe(e, f"cannot list {self.bucket}/{self.prefix}")) from e
-        return listing
+        params = {"list-type": "2", "prefix": self.prefix, "delimiter": "/", "encoding-type": "url"}
+        while True:
+            try:
+                _, body = await self._client.request("GET", self._bucket_path, params)
+            except Answer as e:
+                raise StoreUnavailable(f"cannot list {self.bucket}/{self.prefix}: {e}") from e
+            page = body.decode()
+            decode = unquote_plus if _URL_ENCODED.search(page) else unescape
+            for contents in _CONTENTS.findall(page):
+                key, etag = _KEY.search(contents), _ETAG.search(contents)
+                if key is not None and etag is not None:
+                    listing[decode(key[1])] = unescape(etag[1])
+            token = _NEXT.search(page)
+            if not _TRUNCATED.search(page) or token is None:
+                return listing
+            params["continuation-token"] = unescape(token[1])
 
     async def read_many(
         self, keys: Collection[str], parse: Callable[[bytes], T]
     ) -> dict[str, tuple[Version, T] | ObjectError | None]:
-        return await self._each(partial(self._get, parse=parse), keys)
+        async def get(key: str) -> tuple[Version, T] | ObjectError | None:
+            found = await self._get(key)
+            if found is None or isinstance(found, ObjectError):
+                return found
+            etag, data = found
+            # A usual CSV is parsed here on the loop, as it arrives; a large body off it.
+            return etag, parse(data) if len(data) < _PARSE_ON_LOOP else await asyncio.to_thread(parse, data)
+
+        return await self._each(get, keys)
 
     async def stat_many(self, keys: Collection[str]) -> dict[str, Version | ObjectError | None]:
         return await self._each(self._head, keys)
 
     async def read(self, key: str) -> bytes | None:
-        found = await self._get(key, bytes)
+        found = await self._get(key)
         if isinstance(found, ObjectError):
             raise found
         return None if found is None else found[1]
 
     async def write(self, key: str, data: bytes) -> None:
+        digest = hashlib.sha256(data).hexdigest() if len(data) < 1 << 20 else await asyncio.to_thread(_sha256, data)
+        content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         try:
-            content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-            await self._client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
-        except (*_TRANSPORT_ERRORS, ClientError) as e:
-            raise StoreUnavailable(_describe(e, f"cannot write {key}")) from e
+            await self._client.request(
+                "PUT", self._path(key), body=data, payload_sha256=digest, content_type=content_type
+            )
+        except Answer as e:
+            raise StoreUnavailable(f"cannot write {key}: {e}") from e
+
+    async def create_bucket(self) -> None:
+        """Create the bucket (demo data and benchmarks only: the service never creates one)."""
+        await self._client.request("PUT", self._bucket_path)
 
     async def _each(self, request: Callable[[str], Awaitable[T]], keys: Collection[str]) -> dict[str, T]:
-        async def one(key: str) -> T:
-            async with self._requests:
-                return await request(key)
+        """``request(key)`` for every key, by a few workers that take the next key as they finish.
 
-        tasks = [asyncio.ensure_future(one(key)) for key in keys]
+        Not a task per key: a batch of a million keys would hold a million tasks, and a request
+        made meanwhile (a change named while a scan reads) would wait behind all of them for a
+        slot; with workers it waits for one request at most.
+        """
+        out: dict[str, T] = {}
+        todo = iter(keys)
+
+        async def work() -> None:
+            for key in todo:
+                async with self._requests:
+                    out[key] = await request(key)
+
+        workers = [asyncio.ensure_future(work()) for _ in range(min(self.concurrency, len(keys)))]
         try:
-            results = await asyncio.gather(*tasks)
+            await asyncio.gather(*workers)
         except BaseException:
-            for task in tasks:  # the store is unavailable: the other requests are wasted
-                task.cancel()
+            for worker in workers:  # the store is unavailable: the other requests are wasted
+                worker.cancel()
             raise
-        return dict(zip(keys, results, strict=True))
+        return out
 
-    async def _get(self, key: str, parse: Callable[[bytes], T]) -> tuple[Version, T] | ObjectError | None:
+    async def _get(self, key: str) -> tuple[Version, bytes] | ObjectError | None:
         try:
-            response = await self._client.get_object(Bucket=self.bucket, Key=key)
-            # Read inside the context so the connection goes back to the pool.
-            async with response["Body"] as body:
-                data = await body.read()
-        except ClientError as e:
+            headers, body = await self._client.request("GET", self._path(key))
+        except Answer as e:
             return _object_error(e, key)
-        except _TRANSPORT_ERRORS as e:
-            raise StoreUnavailable(_describe(e, f"cannot read {key}")) from e
-        # A usual CSV is parsed here on the loop, as it arrives; a large body off it.
-        parsed = parse(data) if len(data) < _PARSE_ON_LOOP else await asyncio.to_thread(parse, data)
-        return response["ETag"], parsed
+        return headers.get("ETag", ""), body
 
     async def _head(self, key: str) -> Version | ObjectError | None:
         try:
-            response = await self._client.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as e:
+            headers, _ = await self._client.request("HEAD", self._path(key))
+        except Answer as e:
             return _object_error(e, key)
-        except _TRANSPORT_ERRORS as e:
-            raise StoreUnavailable(_describe(e, f"cannot read {key}")) from e
-        return response["ETag"]  # type: ignore[no-any-return]
+        return headers.get("ETag", "")
+
+    def _path(self, key: str) -> str:
+        return f"{self._bucket_path}/{quote_key(key)}"
 
 
-def _object_error(error: ClientError, key: str) -> ObjectError | None:
+def _object_error(error: Answer, key: str) -> ObjectError | None:
     """None for a missing object; ObjectError when only this object cannot be read.
 
     Errors of the server, the bucket or the credentials (5xx, NoSuchBucket, a bad key) concern
@@ -184,18 +210,12 @@ def _object_error(error: ClientError, key: str) -> ObjectError | None:
     Any other client error (access denied, an archived or encrypted object) is this object's
     alone: it is rejected with the reason and read again by a later rescan, never holding up others.
     """
-    err = error.response.get("Error", {})
-    code = str(err.get("Code", ""))
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-    if code in _MISSING:
+    if error.code in _MISSING or (error.status == 404 and error.code != "NoSuchBucket"):
         return None
-    if code in _STORE_WIDE or not 400 <= status < 500:
-        raise StoreUnavailable(_describe(error, f"cannot read {key}")) from error
-    return ObjectError(f"{code} {err.get('Message', '')}".strip())
+    if error.code in _STORE_WIDE or not 400 <= error.status < 500:
+        raise StoreUnavailable(f"cannot read {key}: {error}") from error
+    return ObjectError(str(error))
 
 
-def _describe(error: Exception, doing: str) -> str:
-    if isinstance(error, ClientError):
-        err = error.response.get("Error", {})
-        return f"{doing}: {err.get('Code', '?')} {err.get('Message', '')}".strip()
-    return f"{doing}: {error}"
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
