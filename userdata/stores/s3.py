@@ -110,7 +110,8 @@ class S3Store:
         params = {"list-type": "2", "prefix": self.prefix, "delimiter": "/", "encoding-type": "url"}
         while True:
             try:
-                _, body = await self._client.request("GET", self._bucket_path, params)
+                async with self._requests:
+                    _, body = await self._client.request("GET", self._bucket_path, params)
             except Answer as e:
                 raise StoreUnavailable(f"cannot list {self.bucket}/{self.prefix}: {e}") from e
             page = body.decode()
@@ -141,7 +142,8 @@ class S3Store:
         return await self._each(self._head, keys)
 
     async def read(self, key: str) -> bytes | None:
-        found = await self._get(key)
+        async with self._requests:
+            found = await self._get(key)
         if isinstance(found, ObjectError):
             raise found
         return None if found is None else found[1]
@@ -150,9 +152,12 @@ class S3Store:
         digest = hashlib.sha256(data).hexdigest() if len(data) < 1 << 20 else await asyncio.to_thread(_sha256, data)
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         try:
-            await self._client.request(
-                "PUT", self._path(key), body=data, payload_sha256=digest, content_type=content_type
-            )
+            # In turn with reads, as every request: one outside the bound would wait for a free
+            # connection behind a scan's reads, which take each one back as it comes.
+            async with self._requests:
+                await self._client.request(
+                    "PUT", self._path(key), body=data, payload_sha256=digest, content_type=content_type
+                )
         except Answer as e:
             raise StoreUnavailable(f"cannot write {key}: {e}") from e
 
