@@ -190,10 +190,7 @@ async def _cheapest_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]
                 return len(await r.read())
 
         size = sum(await asyncio.gather(*(get(key) for key in csvs)))
-        seconds = time.perf_counter() - started
-    if len(csvs) != users:
-        raise RuntimeError(f"listed {len(csvs)} CSVs, expected {users}")
-    return {"seconds": seconds, "objects": len(keys), "bytes": size}
+        return _floor_result(time.perf_counter() - started, keys, csvs, users, size)
 
 
 async def _botocore_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
@@ -226,7 +223,10 @@ async def _botocore_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]
                     return len(await body.read())
 
         size = sum(await asyncio.gather(*(get(key) for key in csvs)))
-        seconds = time.perf_counter() - started
+        return _floor_result(time.perf_counter() - started, keys, csvs, users, size)
+
+
+def _floor_result(seconds: float, keys: list[str], csvs: list[str], users: int, size: int) -> dict[str, Any]:
     if len(csvs) != users:
         raise RuntimeError(f"listed {len(csvs)} CSVs, expected {users}")
     return {"seconds": seconds, "objects": len(keys), "bytes": size}

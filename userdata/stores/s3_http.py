@@ -43,13 +43,8 @@ class Answer(Exception):
 class S3Client:
     """Signed requests to one S3 endpoint; call :meth:`open` before use.
 
-    :param endpoint: the server's URL (``http://127.0.0.1:9000``)
-    :param concurrency: connections in the pool at most
-    :param connect_timeout: seconds to connect
-    :param read_timeout: seconds to wait for each read from the server
-    :param max_attempts: tries of one request, with backoff between them
-    :param credentials: what to sign with; None: found as the AWS SDKs find them
-    :param region: the signing region; None: AWS_DEFAULT_REGION or the profile's, else us-east-1
+    The parameters are :class:`~userdata.stores.s3.S3Store`'s of the same names (``concurrency``
+    here bounds the connection pool).
     """
 
     def __init__(
