@@ -357,3 +357,21 @@ async def test_keys_of_any_shape_round_trip_through_the_listing_and_reads(s3: S3
         assert await store.read("out/x y+z.csv") == b"data" and s3.get("out/x y+z.csv") == b"data"
     finally:
         await store.close()
+
+
+async def test_credentials_missing_at_start_degrade_until_they_are_there(
+    seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch, tmp_path
+) -> None:
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance role to look for here
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    store = S3Store(seaweedfs.endpoint, "probe", "")
+    await store.open()  # no error: the service starts degraded
+    try:
+        with pytest.raises(StoreUnavailable, match="no S3 credentials"):
+            await store.list_objects()
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+        assert "probe" in await store.list_objects()  # the server's own probe object
+    finally:
+        await store.close()

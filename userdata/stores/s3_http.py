@@ -9,6 +9,7 @@ errors, 5xx and throttling are tried again with backoff.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Mapping
 from html import unescape
@@ -23,6 +24,8 @@ from . import StoreUnavailable
 from .sigv4 import EMPTY_SHA256, Credentials, Signer, canonical_query
 
 __all__ = ("Answer", "S3Client")
+
+logger = logging.getLogger("userdata.stores.s3")
 
 #: Answers worth another try: the server's trouble or its load, not the request's.
 _TRY_AGAIN = frozenset({"SlowDown", "Throttling", "RequestTimeout", "InternalError", "ServiceUnavailable"})
@@ -67,27 +70,14 @@ class S3Client:
         self._found: Any = None  # botocore's credentials, refreshed as it sees fit
         self._session: aiohttp.ClientSession | None = None
         self._signer: Signer | None = None
-        self._missing: StoreUnavailable | None = None
 
     async def open(self) -> None:
         """Find the credentials and make the connection pool; no request is made, so an
         unreachable server is no error here."""
-        region = self._region
-        if self._credentials is None or region is None:
-            from aiobotocore.session import get_session  # the credential chain only: no client
-
-            session = get_session()
-            region = region or session.get_config_variable("region") or "us-east-1"
-            if self._credentials is None:
-                self._found = await session.get_credentials()
         try:
-            credentials = self._credentials or await self._fresh_credentials()
+            await self._find_credentials()
         except StoreUnavailable as e:
-            self._missing = e  # every request says so, and the service runs degraded
-        else:
-            self._signer = Signer(credentials, region, urlsplit(self.endpoint).netloc)
-            if not hasattr(self._found, "refresh_needed"):
-                self._found = None  # not temporary: frozen once for good
+            logger.warning("%s; the store is unavailable until there are", e)  # requests look again
         connector = aiohttp.TCPConnector(limit=self.concurrency, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout, auto_decompress=False)
 
@@ -110,7 +100,8 @@ class S3Client:
         StoreUnavailable when the server cannot be reached, after ``max_attempts`` tries."""
         assert self._session is not None, "open() first"
         if self._signer is None:
-            raise StoreUnavailable(str(self._missing))
+            await self._find_credentials()
+        assert self._signer is not None
         query = canonical_query(params) if params else ""
         url = URL(f"{self.endpoint}{path}{'?' + query if query else ''}", encoded=True)
         backoff = Backoff((0.05, 0.2, 1.0))
@@ -135,6 +126,22 @@ class S3Client:
                     raise error
             await asyncio.sleep(backoff.failed())
         raise AssertionError("unreachable")
+
+    async def _find_credentials(self) -> None:
+        """Make the signer, with the credentials given or found as the AWS SDKs find them;
+        raises StoreUnavailable while there are none."""
+        region = self._region
+        if self._credentials is None or region is None:
+            from aiobotocore.session import get_session  # the credential chain only: no client
+
+            session = get_session()
+            region = region or session.get_config_variable("region") or "us-east-1"
+            if self._credentials is None:
+                self._found = await session.get_credentials()
+        credentials = self._credentials or await self._fresh_credentials()
+        self._signer = Signer(credentials, region, urlsplit(self.endpoint).netloc)
+        if not hasattr(self._found, "refresh_needed"):
+            self._found = None  # not temporary: frozen once for good
 
     async def _fresh_credentials(self) -> Credentials:
         frozen = await self._found.get_frozen_credentials() if self._found is not None else None
