@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import gc
 import inspect
+import os
+import random
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
@@ -222,3 +224,57 @@ class SpyStore:
     async def write(self, key: str, data: bytes) -> None:
         self._check()
         await self.store.write(key, data)
+
+
+def catalog_state(pipeline: Pipeline) -> dict[str, object]:
+    """The pipeline's catalog as plain data, to compare."""
+    catalog = pipeline.reconciler.catalog
+    return {
+        "versions": dict(catalog.versions),
+        "csv_keys": dict(catalog.csv_keys),
+        "png_keys": dict(catalog.png_keys),
+        "rejected": dict(catalog.rejected),
+        "conflicts": set(catalog.conflicts),
+    }
+
+
+class RandomFolder:
+    """Random changes to a source folder, each file's mtime moved on so a listing sees it."""
+
+    def __init__(self, root: Path, rng: random.Random, prefix: str = "src/", users: int = 12) -> None:
+        self.dir = root / "bucket" / prefix
+        self.dir.mkdir(parents=True)
+        self.rng = rng
+        self.users = [str(i) for i in range(users)]
+        self.clock = 1_700_000_000_000_000_000
+        #: the names changed (written or deleted) since this was last cleared
+        self.touched: set[str] = set()
+
+    def _write(self, name: str, body: bytes) -> None:
+        path = self.dir / name
+        self.touched.add(name)
+        path.write_bytes(body)
+        self.clock += 1_000_000_000
+        os.utime(path, ns=(self.clock, self.clock))
+
+    def change(self) -> None:
+        rng, user = self.rng, self.rng.choice(self.users)
+        csv = user + rng.choice([".csv", ".csv", ".csv", ".CSV"])  # now and then, a second CSV
+        png = user + rng.choice([".png", ".png", ".PNG"])
+        action = rng.random()
+        if action < 0.4:
+            first = rng.choice(["Ann", "Bob", "Cy"])
+            self._write(csv, f"first_name, last_name, birthts\n{first}, Lee, {rng.randrange(10**12)}\n".encode())
+        elif action < 0.5:
+            self._write(csv, rng.choice([b"", b"first_name\nAnn\n", b"\xff\xfe", b"first_name, last_name, birthts\n"]))
+        elif action < 0.7:
+            (self.dir / csv).unlink(missing_ok=True)
+            self.touched.add(csv)
+        elif action < 0.8:
+            self._write(png, b"\x89PNG")
+        elif action < 0.95:
+            (self.dir / png).unlink(missing_ok=True)
+            self.touched.add(png)
+        else:  # a name that is no source object: hidden, temporary, another extension, no user_id
+            ignored = rng.choice(["." + csv, csv + "~", csv + ".tmp", user + ".txt", ".csv", ".PNG", user + "csv"])
+            self._write(ignored, f"first_name, last_name, birthts\nIg, Nored, {rng.randrange(10**12)}\n".encode())

@@ -14,7 +14,7 @@ from helpers import fast_settings, wait_until
 
 from userdata.index import UserIndex
 from userdata.records import InvalidRecord, UserRecord
-from userdata.sinks import output_csv
+from userdata.sinks import output_csv, snapshot
 from userdata.sinks.output_csv import OutputWriter, parse_output, render_output
 from userdata.sinks.spool import Spool
 from userdata.stores.folder import FolderStore
@@ -84,7 +84,7 @@ async def test_a_failing_write_degrades_health_and_is_retried(start_service, dat
 async def test_nothing_is_written_before_anything_changed(tmp_path):
     store = FolderStore(tmp_path, "b", "src/")
     writer = OutputWriter(store, UserIndex(), "out/output.csv")
-    assert await writer.restore() == []
+    assert await writer.restore() == ([], None)
     index_version_written = await writer.flush()
     assert index_version_written and writer.writes == 1  # an empty index is still an output
     assert await writer.flush() and writer.writes == 1
@@ -143,9 +143,9 @@ def many_records(n: int, values: list[str] = AWKWARD) -> list[UserRecord]:
 
 def set_slices(monkeypatch: pytest.MonkeyPatch, rows: int | None) -> None:
     """Slices of ``rows`` rows however long they take; None: sized by time from one of 100 rows."""
-    monkeypatch.setattr(output_csv, "_SLICE", 100 if rows is None else rows)
+    monkeypatch.setattr(snapshot, "_SLICE", 100 if rows is None else rows)
     if rows is not None:
-        monkeypatch.setattr(output_csv, "_SLICE_BOUNDS", (rows, rows))
+        monkeypatch.setattr(snapshot, "_SLICE_BOUNDS", (rows, rows))
 
 
 SLICES = pytest.mark.parametrize("slice_rows", [None, 7, 1], ids=["timed", "7", "1"])
@@ -179,7 +179,7 @@ async def test_a_restored_output_csv_is_not_written_again_when_the_index_renders
     store = FolderStore(tmp_path, "b", "src/")
     assert await OutputWriter(store, index, "out/output.csv").flush()
     again = OutputWriter(store, index, "out/output.csv")
-    assert await again.restore() == index.records()
+    assert (await again.restore()).records == index.records()
     assert await again.flush() and again.writes == 0
 
 
@@ -205,8 +205,8 @@ async def test_a_flush_of_an_empty_index_writes_the_header_only(tmp_path):
     ],
 )
 def test_slices_are_sized_to_take_about_a_millisecond(rows: int, seconds: float, expected: int) -> None:
-    assert output_csv._SLICE_SECONDS == 0.001 and output_csv._SLICE_BOUNDS == (50, 50_000)
-    assert output_csv._next_slice(rows, seconds) == expected
+    assert snapshot._SLICE_SECONDS == 0.001 and snapshot._SLICE_BOUNDS == (50, 50_000)
+    assert snapshot._next_slice(rows, seconds) == expected
 
 
 async def test_a_change_during_a_flush_is_written_by_the_next_one(tmp_path, monkeypatch):
@@ -269,7 +269,7 @@ def test_a_flush_cancelled_before_its_thread_runs_leaves_no_file_open(tmp_path, 
             super().__init__()
             spools.append(self)
 
-    monkeypatch.setattr(output_csv, "Spool", KeptSpool)
+    monkeypatch.setattr(snapshot, "Spool", KeptSpool)
 
     async def flush_cancelled_while_the_worker_is_busy() -> None:
         loop = asyncio.get_running_loop()
@@ -281,7 +281,7 @@ def test_a_flush_cancelled_before_its_thread_runs_leaves_no_file_open(tmp_path, 
         writer = OutputWriter(store, index, "out/output.csv")
         if unchanged:
             await store.write("out/output.csv", render_output(index.records()))
-            assert await writer.restore() == index.records()
+            assert (await writer.restore()).records == index.records()
         release = threading.Event()
         blocker = loop.run_in_executor(None, release.wait)
         try:

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import SpyStore, running, wait_until
+from helpers import RandomFolder, SpyStore, catalog_state, running, wait_until
 
 from userdata.index import Diff, UserIndex
 from userdata.objects import classify
@@ -18,53 +18,6 @@ from userdata.stores.folder import FolderStore
 
 PREFIX = "src/"
 USERS = [str(i) for i in range(12)]
-
-
-def _state(pipeline: Pipeline) -> dict[str, object]:
-    catalog = pipeline.reconciler.catalog
-    return {
-        "versions": dict(catalog.versions),
-        "csv_keys": dict(catalog.csv_keys),
-        "png_keys": dict(catalog.png_keys),
-        "rejected": dict(catalog.rejected),
-        "conflicts": set(catalog.conflicts),
-    }
-
-
-class _Folder:
-    """Random changes to a source folder, each file's mtime moved on so a listing sees it."""
-
-    def __init__(self, root: Path, rng: random.Random) -> None:
-        self.dir = root / "bucket" / PREFIX
-        self.dir.mkdir(parents=True)
-        self.rng = rng
-        self.clock = 1_700_000_000_000_000_000
-
-    def _write(self, name: str, body: bytes) -> None:
-        path = self.dir / name
-        path.write_bytes(body)
-        self.clock += 1_000_000_000
-        os.utime(path, ns=(self.clock, self.clock))
-
-    def change(self) -> None:
-        rng, user = self.rng, self.rng.choice(USERS)
-        csv = user + rng.choice([".csv", ".csv", ".csv", ".CSV"])  # now and then, a second CSV
-        png = user + rng.choice([".png", ".png", ".PNG"])
-        action = rng.random()
-        if action < 0.4:
-            first = rng.choice(["Ann", "Bob", "Cy"])
-            self._write(csv, f"first_name, last_name, birthts\n{first}, Lee, {rng.randrange(10**12)}\n".encode())
-        elif action < 0.5:
-            self._write(csv, rng.choice([b"", b"first_name\nAnn\n", b"\xff\xfe", b"first_name, last_name, birthts\n"]))
-        elif action < 0.7:
-            (self.dir / csv).unlink(missing_ok=True)
-        elif action < 0.8:
-            self._write(png, b"\x89PNG")
-        elif action < 0.95:
-            (self.dir / png).unlink(missing_ok=True)
-        else:  # a name that is no source object: hidden, temporary, another extension, no user_id
-            ignored = rng.choice(["." + csv, csv + "~", csv + ".tmp", user + ".txt", ".csv", ".PNG", user + "csv"])
-            self._write(ignored, f"first_name, last_name, birthts\nIg, Nored, {rng.randrange(10**12)}\n".encode())
 
 
 def _users(tmp_path: Path, users: int) -> tuple[SpyStore, Pipeline, Path]:
@@ -80,7 +33,7 @@ def _users(tmp_path: Path, users: int) -> tuple[SpyStore, Pipeline, Path]:
 
 @pytest.mark.parametrize("seed", range(6))
 async def test_a_forced_scan_agrees_with_the_changes_applied_one_by_one(tmp_path: Path, seed: int) -> None:
-    folder = _Folder(tmp_path, random.Random(seed))
+    folder = RandomFolder(tmp_path, random.Random(seed))
     store = FolderStore(tmp_path, "bucket", PREFIX)
     following = Pipeline(store, UserIndex(), PREFIX)
     await following.load()
@@ -92,13 +45,13 @@ async def test_a_forced_scan_agrees_with_the_changes_applied_one_by_one(tmp_path
             await following.rescan(force=False)  # reads only what changed
             fresh = Pipeline(store, UserIndex(), PREFIX)
             await fresh.load()
-            assert _state(fresh) == _state(following)
+            assert catalog_state(fresh) == catalog_state(following)
             rejected = {key.split("/")[-1][:-4] for key in following.rejected}
             # A user whose CSV turned bad keeps its last good record; a fresh load never saw one.
             assert {r for r in following.index.records() if r.user_id not in rejected} == set(fresh.index.records())
             before = following.index.records()
             await following.rescan(force=True)
-            assert _state(fresh) == _state(following)
+            assert catalog_state(fresh) == catalog_state(following)
             assert following.index.records() == before
     finally:
         task.cancel()
@@ -166,7 +119,7 @@ async def test_csvs_deleted_between_the_listing_and_the_read_are_gone(tmp_path: 
     assert not pipeline.rejected and not pipeline.reconciler.catalog.conflicts
     fresh = Pipeline(store, UserIndex(), PREFIX)
     await fresh.load()
-    assert _state(fresh) == _state(pipeline)
+    assert catalog_state(fresh) == catalog_state(pipeline)
 
 
 async def test_an_incremental_rescan_costs_what_changed(tmp_path: Path) -> None:
@@ -225,7 +178,7 @@ async def test_a_forced_rescan_applies_what_changed_and_keeps_one_copy_of_each_s
     assert all(catalog.png_keys[r.user_id] is r.img_path for r in records if r.img_path is not None)
     fresh = Pipeline(FolderStore(tmp_path, "bucket", PREFIX), UserIndex(), PREFIX)
     await fresh.load()
-    assert fresh.index.records() == records and _state(fresh) == _state(pipeline)
+    assert fresh.index.records() == records and catalog_state(fresh) == catalog_state(pipeline)
 
 
 @pytest.mark.parametrize("force", [False, True], ids=["incremental", "forced"])
@@ -258,7 +211,7 @@ async def test_a_change_named_during_a_scan_shows_at_once_and_the_scan_keeps_it(
     assert pipeline.index.get("7").first_name == "New"  # type: ignore[union-attr]
     fresh = Pipeline(FolderStore(tmp_path, "bucket", PREFIX), UserIndex(), PREFIX)
     await fresh.load()
-    assert _state(fresh) == _state(pipeline) and fresh.index.records() == pipeline.index.records()
+    assert catalog_state(fresh) == catalog_state(pipeline) and fresh.index.records() == pipeline.index.records()
 
 
 async def test_rejections_are_logged_once_each_and_conflicts_not_as_rejections(

@@ -114,6 +114,7 @@ async def process(settings: Settings) -> int:
     index = UserIndex()
     output = OutputWriter(store, index, settings.output_key)
     pipeline = Pipeline(store, index, settings.prefix)
+    output.follow(lambda: pipeline.reconciler.catalog, pipeline.loaded, bucket=settings.bucket, prefix=settings.prefix)
     try:
         report = await pipeline.load(restore=output.restore)
         written = await output.flush()

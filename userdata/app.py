@@ -96,9 +96,7 @@ async def _output_ctx(app: web.Application) -> AsyncIterator[None]:
         max_delay=settings.output_max_delay,
         retry_delays=settings.retry_delays,
     )
-    task = _start(output.run(), "output")
-    yield
-    await _stop(task)
+    yield  # _pipeline_ctx starts it, and stops it
     if app[PIPELINE].loaded.is_set():  # before the first load, the index is not the source's
         try:
             # Bounded: a store that does not answer must not keep the service from stopping
@@ -123,7 +121,11 @@ async def _mirror_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
     pipeline = app[PIPELINE] = Pipeline(store, app[INDEX], settings.prefix, retry_delays=settings.retry_delays)
-    pipeline.listeners.append(app[OUTPUT].notify)
+    output = app[OUTPUT]
+    pipeline.listeners.append(output.notify)
+    # The catalog, persisted beside output.csv, lets the next start read only what changed.
+    output.follow(lambda: pipeline.reconciler.catalog, pipeline.loaded, bucket=settings.bucket, prefix=settings.prefix)
+    output_task = _start(output.run(), "output")
     if MIRROR in app:  # its first sync waits for the first load: a partial index would delete rows
         pipeline.listeners.append(app[MIRROR].notify)
         app[MIRROR].start(pipeline.loaded)
@@ -137,12 +139,13 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.sleep(0)
     # The last good records come from output.csv: a user whose CSV is invalid at start-up keeps
     # the record it had.
-    pipeline_task = _start(pipeline.run(restore=app[OUTPUT].restore), "pipeline")
+    pipeline_task = _start(pipeline.run(restore=output.restore), "pipeline")
     yield
     if watcher is not None:
         watcher.stop_event.set()
         await _stop(watch_task, grace=2.0)
     await _stop(pipeline_task)
+    await _stop(output_task)  # _output_ctx flushes what is left
 
 
 async def _rescan_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -25,7 +25,18 @@ from typing import NamedTuple
 from .records import UserFields, UserRecord
 from .stores import Version
 
-__all__ = ("UNREAD", "Catalog", "Changes", "Keys", "Outcome", "each_key", "first_key", "keys_with", "keys_without")
+__all__ = (
+    "UNREAD",
+    "Catalog",
+    "Changes",
+    "Entry",
+    "Keys",
+    "Outcome",
+    "each_key",
+    "first_key",
+    "keys_with",
+    "keys_without",
+)
 
 #: What reading a CSV gave: its fields, or why the file is rejected.
 Outcome = UserFields | str
@@ -35,6 +46,9 @@ Keys = str | list[str]
 #: The version of an object that could not be read: it never equals a listed one, so the next
 #: rescan tries again.
 UNREAD = ("unread",)
+#: What the catalog keeps of one key, as a start-up hint holds it: the key, its version (None:
+#: unknown, to be read), and why it is rejected where it is.
+Entry = tuple[str, Version | None] | tuple[str, Version | None, str]
 
 
 class Changes(NamedTuple):

@@ -23,21 +23,33 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from . import tuning
 from .backoff import DEFAULT_DELAYS, Backoff
+from .catalog import Entry
 from .index import Diff, UserIndex
 from .objects import SourceObject
 from .reconcile import Reconciler
 from .records import UserRecord
 from .stores import Store, StoreUnavailable
 
-__all__ = ("Listener", "Pipeline", "RescanReport", "Restore")
+__all__ = ("Listener", "Pipeline", "RescanReport", "Restore", "Restored")
 
 logger = logging.getLogger("userdata.pipeline")
 
-#: A start-up source of last good records (output.csv's), read before the first load.
-Restore = Callable[[], Awaitable[list[UserRecord]]]
+
+class Restored(NamedTuple):
+    """What a start finds of the last run: each user's last good record, and the catalog's
+    hint when it pairs with them (None: read every object)."""
+
+    records: list[UserRecord]
+    hint: list[Entry] | None
+
+
+#: A start-up source of last good records and the catalog's hint (output.csv's), read before
+#: the first load.
+Restore = Callable[[], Awaitable[Restored]]
 Listener = Callable[[Diff], None]
 
 
@@ -147,18 +159,22 @@ class Pipeline:
                     await self._scanning
 
     async def load(self, *, retry: bool = False, restore: Restore | None = None) -> RescanReport:
-        """Put ``restore``'s last good records in the index, then read every source object.
+        """Put ``restore``'s last good records in the index, then read every source object, or
+        with its catalog hint only those that differ from it.
 
         With ``retry``, keeps trying while the store is unavailable; else raises StoreUnavailable.
         """
         started = time.monotonic()
+        resumed = False
         while True:
             try:
                 if restore is not None:
-                    self.index.apply(await restore())
+                    records, hint = await restore()
+                    self.index.apply(records)
                     restore = None
+                    resumed = hint is not None and await self.reconciler.resume(hint)
                 with tuning.frozen_when_done():
-                    report = await self._scan(force=True, started=started)
+                    report = await self._scan(force=not resumed, started=started)
                 break
             except StoreUnavailable as e:
                 if not retry:
@@ -171,13 +187,8 @@ class Pipeline:
                 self.store_error = f"initial load failed: {e}"
                 delay = self._backoff.failed()
             await asyncio.sleep(delay)
-        logger.info(
-            "loaded %d users from %s in %d ms (%d rejected files)",
-            report.users,
-            self.store.describe(),
-            report.duration_ms,
-            report.rejected,
-        )
+        how = "only what changed since the catalog hint" if resumed else "every object"
+        logger.info("loaded %d users from %s (read %s) in %d ms (%d rejected files)", *_load_figures(report, self, how))
         self.loaded.set()
         return report
 
@@ -265,6 +276,10 @@ class Pipeline:
                     listener(diff)
                 except Exception:  # a sink's bug must not stop the index from following the store
                     logger.exception("listener %r failed", listener)
+
+
+def _load_figures(report: RescanReport, pipeline: Pipeline, how: str) -> tuple[object, ...]:
+    return report.users, pipeline.store.describe(), how, report.duration_ms, report.rejected
 
 
 def _retrieve(future: asyncio.Future[RescanReport]) -> None:

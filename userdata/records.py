@@ -47,6 +47,10 @@ class InvalidRecord(ValueError):
     """A source CSV that cannot be a user; ``str(exc)`` is a one-line reason."""
 
 
+#: The reason's start for a birthts after the time of reading: the one rejection time can undo.
+FUTURE_BIRTHTS = "birthts in the future"
+
+
 class UserFields(NamedTuple):
     """What a valid user CSV says (a tuple: made once per file read, and never kept)."""
 
@@ -140,7 +144,7 @@ def _birthts(raw: str, now: int) -> int:
         raise InvalidRecord(f"birthts is out of range: {_excerpt(raw)}")
     birthts = -int(digits) if raw.startswith("-") else int(digits)
     if birthts > now:
-        raise InvalidRecord(f"birthts {birthts} is in the future")
+        raise InvalidRecord(f"{FUTURE_BIRTHTS}: {birthts}")
     if birthts < MIN_BIRTHTS:
         raise InvalidRecord(f"birthts {birthts} is before the year 1")
     return birthts

@@ -18,12 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .catalog import UNREAD, Catalog, Keys, Outcome, each_key, keys_with
+from .catalog import UNREAD, Catalog, Entry, Keys, Outcome, each_key, keys_with
 from .objects import classify
 from .records import UserFields, UserRecord
 from .stores import Listing, ObjectError, Version
 
-__all__ = ("Contents", "changed", "fresh_catalog", "records", "split")
+__all__ = ("Contents", "changed", "fresh_catalog", "hinted_catalog", "records", "split")
 
 #: What the store read: each key's version and outcome, or why it could not be read, or None: gone.
 Contents = dict[str, tuple[Version, Outcome] | ObjectError | None]
@@ -100,6 +100,48 @@ def fresh_catalog(
         if keys_of.setdefault(user_id, key) is not key:  # a second CSV or image of the user
             keys_of[user_id] = keys_with(keys_of[user_id], key)
     return catalog, read
+
+
+def hinted_catalog(
+    entries: list[Entry], prefix: str, current: Callable[[str], UserRecord | None]
+) -> tuple[Catalog, int]:
+    """The catalog a start-up hint describes, and how many of its users ``current`` holds.
+
+    A CSV neither rejected nor backed by a record gets no version, so the next scan reads it.
+    Strings are taken from the records where equal, as :func:`fresh_catalog` does.
+    """
+    catalog = Catalog(prefix, current)
+    versions, csv_keys, png_keys, rejected = catalog.versions, catalog.csv_keys, catalog.png_keys, catalog.rejected
+    for entry in entries:
+        key, version = entry[0], entry[1]
+        obj = classify(key, prefix)
+        if obj is None:
+            continue
+        user_id = obj.user_id
+        record = current(user_id)
+        if record is not None:
+            user_id = record.user_id
+            if record.img_path == key:
+                key = record.img_path
+        if len(entry) == 3:
+            rejected[key] = entry[2]
+        keys_of = csv_keys if obj.kind == "csv" else png_keys
+        if version is not None and (keys_of is png_keys or record is not None or len(entry) == 3):
+            versions[key] = version
+        if keys_of.setdefault(user_id, key) is not key:
+            keys_of[user_id] = keys_with(keys_of[user_id], key)
+    return catalog, _note_conflicts(catalog)
+
+
+def _note_conflicts(catalog: Catalog) -> int:
+    """Mark the CSVs of users with several as in conflict; returns how many users have a record."""
+    held = 0
+    for user_id, keys in catalog.csv_keys.items():
+        if type(keys) is list:
+            catalog.conflicts.update(keys)
+        if catalog.current(user_id) is not None:
+            held += 1
+    return held
 
 
 def records(catalog: Catalog, contents: Contents) -> dict[str, UserRecord]:

@@ -1,54 +1,37 @@
-"""output.csv: the index as one CSV object, written after changes settle, never half-written."""
+"""output.csv: the index as one CSV object, written after changes settle, never half-written.
+
+With it, the catalog's hint (:mod:`.catalog_hint`), from the same rendering.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import csv
-import hashlib
 import io
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import chain
 from sys import intern
 
 from ..backoff import DEFAULT_DELAYS, Backoff
+from ..catalog import Catalog, Entry
 from ..index import Diff, UserIndex
+from ..pipeline import Restored
 from ..records import InvalidRecord, UserRecord
 from ..stores import ObjectError, Store, StoreUnavailable
+from . import catalog_hint
+from .snapshot import HEADER, digest, encode, render, rows_of
 from .spool import Spool
 
-__all__ = ("HEADER", "OutputWriter", "parse_output", "render_output")
+__all__ = ("HEADER", "OutputWriter", "Restored", "parse_output", "render_output")
 
 logger = logging.getLogger("userdata.sinks.output_csv")
-
-HEADER = ("user_id", "first_name", "last_name", "birthts", "img_path")
-
-#: Rows in the first slice of OutputWriter.flush; the next ones are sized to take about
-#: _SLICE_SECONDS of the event loop on this machine, within _SLICE_BOUNDS rows.
-_SLICE = 1000
-_SLICE_SECONDS = 0.001
-_SLICE_BOUNDS = (50, 50_000)
 
 
 def render_output(records: Iterable[UserRecord]) -> bytes:
     """UTF-8 without BOM, a header, one row per record in the given order, standard quoting."""
-    return _encode(chain((HEADER,), _rows(records)))
-
-
-def _rows(records: Iterable[UserRecord]) -> Iterable[tuple[object, ...]]:
-    return ((r.user_id, r.first_name, r.last_name, r.birthts, r.img_path or "") for r in records)
-
-
-def _encode(rows: Iterable[Iterable[object]]) -> bytes:
-    """CSV lines of ``rows``, UTF-8; the writer keeps no state between rows, so the lines of a
-    whole file are the lines of its parts, one after the other."""
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue().encode()
-
-
-_HEADER_LINE = _encode((HEADER,))
+    return encode(chain((HEADER,), rows_of(records)))
 
 
 def parse_output(data: bytes) -> list[UserRecord]:
@@ -76,11 +59,13 @@ def parse_output(data: bytes) -> list[UserRecord]:
 
 
 class OutputWriter:
-    """Writes the index to ``key`` in ``store`` once changes have settled.
+    """Writes the index to ``key`` in ``store`` once changes have settled, and the catalog's hint
+    beside it once :meth:`follow` names the catalog.
 
     A write waits until no change came for ``settle`` seconds (at most ``max_delay`` after the
-    first), renders on the event loop in slices of about a millisecond, and is skipped when the
-    bytes would be the same. A failed write is retried with backoff.
+    first), renders on the event loop in slices of about a millisecond (:func:`.snapshot.render`),
+    and is skipped when the bytes would be the same. A failed write is retried with backoff.
+    output.csv is written before its hint: a hint is only trusted beside the output.csv it names.
 
     :param store: where output.csv is read back from at start and written to
     :param index: the users to write; ``notify`` is to be called with each of its changes
@@ -104,6 +89,7 @@ class OutputWriter:
         self.store = store
         self.index = index
         self.key = key
+        self.hint_key = catalog_hint.hint_key(key)
         self.settle = settle
         self.max_delay = max_delay
         self._backoff = Backoff(retry_delays)
@@ -111,9 +97,23 @@ class OutputWriter:
         self.error: str | None = None
         #: output.csv objects written (a write skipped for the same bytes is not one)
         self.writes = 0
+        #: hint objects written
+        self.hint_writes = 0
         self._changed = asyncio.Event()
         self._written_version = -1
         self._digest: bytes | None = None
+        self._hint_digest: bytes | None = None
+        self._catalog: Callable[[], Catalog] | None = None
+        self._loaded: asyncio.Event | None = None
+        self._where = {"bucket": "", "prefix": ""}
+
+    def follow(self, catalog: Callable[[], Catalog], loaded: asyncio.Event, *, bucket: str, prefix: str) -> None:
+        """Write the hint of ``catalog()`` beside output.csv, from when ``loaded`` is set.
+
+        Call it before :meth:`run`.
+        """
+        self._catalog, self._loaded = catalog, loaded
+        self._where = {"bucket": bucket, "prefix": prefix}
 
     def notify(self, diff: Diff) -> None:
         """A pipeline listener: the index changed."""
@@ -123,27 +123,43 @@ class OutputWriter:
         """Why the last write failed, for /health to show as the cause; None after a good one."""
         return self.error
 
-    async def restore(self) -> list[UserRecord]:
-        """The records of the existing output.csv: each user's last good record."""
+    async def restore(self) -> Restored:
+        """The records of the existing output.csv, each user's last good one, and its hint."""
         try:
             data = await self.store.read(self.key)
         except ObjectError as e:
             logger.warning("cannot read %s (%s): starting without last good records", self.key, e)
-            return []
+            return Restored([], None)
         if data is None:
-            return []
+            return Restored([], None)
         # In a thread: parsing and hashing a large file would stall the event loop.
         try:
             records = await asyncio.to_thread(parse_output, data)
         except InvalidRecord as e:
             logger.warning("ignoring %s: %s", self.key, e)
-            return []
-        self._digest = await asyncio.to_thread(_digest, data)
+            return Restored([], None)
+        self._digest = await asyncio.to_thread(digest, data)
         logger.info("restored %d last good records from %s", len(records), self.key)
-        return records
+        return Restored(records, await self._restore_hint())
+
+    async def _restore_hint(self) -> list[Entry] | None:
+        try:
+            data = await self.store.read(self.hint_key)
+            if data is None:
+                raise catalog_hint.InvalidHint("none")
+            entries = await asyncio.to_thread(catalog_hint.decode, data, output_digest=self._digest, **self._where)
+        except (ObjectError, catalog_hint.InvalidHint) as e:
+            logger.info("no catalog hint to use in %s (%s): every object will be read", self.hint_key, e)
+            return None
+        self._hint_digest = await asyncio.to_thread(digest, data)
+        return entries
 
     async def run(self) -> None:
         """Write after every settled burst of changes, until cancelled."""
+        if self._loaded is not None:
+            await self._loaded.wait()
+            if self._hint_digest is None:  # none pairs with output.csv: write one, even unchanged
+                self._changed.set()
         while True:
             await self._changed.wait()
             deadline = time.monotonic() + self.max_delay
@@ -165,35 +181,46 @@ class OutputWriter:
     async def _write(self) -> float | None:
         """:meth:`flush`; None if it succeeded, else the seconds to wait before trying again."""
         version = self.index.version
-        if version == self._written_version:
+        hinting = self._loaded is not None and self._loaded.is_set()
+        if version == self._written_version and (self._hint_digest is not None or not hinting):
             return None
         try:
-            spool, digest, rows = await self._render()
+            snapshot = await render(self.index, self._catalog if hinting else None, **self._where)
         except OSError as e:
             return self._failed(f"cannot render {self.key}: {e}")
         try:
-            if digest == self._digest:
-                await asyncio.to_thread(spool.close)
-                self._written_version = version
-                return None
-            try:
-                data = await asyncio.to_thread(spool.read_and_close)
-            except OSError as e:
-                return self._failed(f"cannot render {self.key}: {e}")
+            if snapshot.output_digest != self._digest:
+                if (failed := await self._put(self.key, snapshot.output)) is not None:
+                    return failed
+                self._digest = snapshot.output_digest
+                self.writes += 1
+                self._hint_digest = None  # the old one no longer pairs with output.csv
+            if snapshot.hint is not None and snapshot.hint_digest != self._hint_digest:
+                if (failed := await self._put(self.hint_key, snapshot.hint)) is not None:
+                    return failed
+                self._hint_digest = snapshot.hint_digest
+                self.hint_writes += 1
+            await asyncio.to_thread(snapshot.close)  # what was not written: freeing it may take a while
         finally:
             # Closed by now, unless this was cancelled (the service stopping) while the thread
             # to close it still waited for one: its work is then dropped, so close it here.
-            spool.close()
-        try:
-            await self.store.write(self.key, data)
-        except (OSError, StoreUnavailable) as e:
-            return self._failed(f"cannot write {self.key}: {e}")
+            snapshot.close()
         self.error = None
         self._backoff.succeeded()
-        self._digest = digest
         self._written_version = version
-        self.writes += 1
-        logger.info("wrote %s: %d users, %d bytes", self.key, rows, len(data))
+        return None
+
+    async def _put(self, key: str, spool: Spool) -> float | None:
+        """Write one spooled object; None if it landed, else the seconds to wait before trying again."""
+        try:
+            data = await asyncio.to_thread(spool.read_and_close)
+        except OSError as e:
+            return self._failed(f"cannot render {key}: {e}")
+        try:
+            await self.store.write(key, data)
+        except (OSError, StoreUnavailable) as e:
+            return self._failed(f"cannot write {key}: {e}")
+        logger.info("wrote %s: %d bytes", key, len(data))
         return None
 
     def _failed(self, error: str) -> float:
@@ -201,66 +228,3 @@ class OutputWriter:
         delay = self._backoff.failed()
         logger.warning("%s; trying again in %.1f s", error, delay)
         return delay
-
-    async def _render(self) -> tuple[Spool, bytes, int]:
-        """What ``render_output(self.index.records())`` gives (spooled), its digest and row count.
-
-        Rendered on the event loop, a slice of rows at a time with a yield in between, so the loop
-        never waits longer than one slice (about a millisecond, however fast the machine is). Not
-        in a thread: one rendering the whole file holds the GIL while the loop, after each of its
-        socket operations, waits up to the 5 ms switch interval to get it back (a convoy of long
-        stalls with many users).
-        Nothing is done to the whole file at once on the loop either (hashing it, joining its
-        parts or copying the sorted ids would each stall the loop): each slice is hashed and
-        spooled as it comes. The incremental digest equals ``_digest`` of the bytes.
-
-        Consistency: the index is only changed by the event loop, never while a slice renders,
-        but it may change between slices, so the output can mix records from before and after a
-        change (a user removed before its slice is rendered is missing, one added behind it is
-        not there yet). That is acceptable because such a change bumped ``index.version`` past
-        the version flush() records as written, and the pipeline's notify() set ``_changed``: run()
-        flushes again and writes the settled state (or skips it if the bytes are the same).
-        """
-        spool = Spool()
-        try:
-            digest = hashlib.blake2b(digest_size=_DIGEST_SIZE)
-            chunk = _HEADER_LINE
-            rows = 0
-            last: str | None = None
-            get = self.index.get
-            size = _SLICE
-            while True:
-                started = time.perf_counter()
-                digest.update(chunk)
-                spool.write(chunk)
-                # A slice of the index's ids, not a copy of them all (a stall with many users);
-                # it starts after the last id written, so however the index changed meanwhile,
-                # every user comes at most once, in order.
-                batch = self.index.ids_after(last, size)
-                if not batch:
-                    return spool, digest.digest(), rows
-                last = batch[-1]
-                records = [r for user_id in batch if (r := get(user_id)) is not None]
-                rows += len(records)
-                chunk = _encode(_rows(records))
-                size = _next_slice(size, time.perf_counter() - started)
-                await asyncio.sleep(0)
-        except BaseException:
-            spool.close()
-            raise
-
-
-def _next_slice(rows: int, seconds: float) -> int:
-    """Rows for the next slice, after one of ``rows`` took ``seconds``: as many as fit in
-    _SLICE_SECONDS at that pace, but at most twice as many (one quick slice may be luck), and
-    within _SLICE_BOUNDS."""
-    low, high = _SLICE_BOUNDS
-    wanted = int(rows * _SLICE_SECONDS / seconds) if seconds > 0 else high
-    return max(low, min(high, 2 * rows, wanted))
-
-
-_DIGEST_SIZE = 16
-
-
-def _digest(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=_DIGEST_SIZE).digest()
