@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -12,6 +13,7 @@ from helpers import RandomFolder, S3Bucket, SpyStore, catalog_state, fast_settin
 
 from userdata.index import UserIndex
 from userdata.pipeline import Pipeline, Restored
+from userdata.records import UserRecord
 from userdata.sinks.catalog_hint import hint_key
 from userdata.sinks.output_csv import OutputWriter, render_output
 from userdata.stores.folder import FolderStore
@@ -37,6 +39,12 @@ async def start(store: SpyStore, *, hint: bool = True) -> tuple[Pipeline, Output
     await pipeline.load(restore=output.restore if hint else without_hint)
     assert await output.flush()
     return pipeline, output
+
+
+def record(index: UserIndex, user_id: str) -> UserRecord:
+    found = index.get(user_id)
+    assert found is not None, user_id
+    return found
 
 
 def csv_keys(source: Path) -> set[str]:
@@ -90,7 +98,8 @@ async def test_a_restart_reads_only_what_changed_meanwhile(tmp_path, folder):
     (source / "3.png").write_bytes(b"\x89PNG")
     store.reads.clear()
     again, _ = await start(store)
-    assert sorted(store.reads) == sorted(PREFIX + name for name in ("3.csv", "new.csv", "bad.csv", "7.csv", "later.csv"))
+    changed = ("3.csv", "new.csv", "bad.csv", "7.csv", "later.csv")
+    assert sorted(store.reads) == sorted(PREFIX + name for name in changed)
     reference, _ = await start(store, hint=False)
     assert catalog_state(again) == catalog_state(reference)
     assert again.index.records() == reference.index.records()
@@ -123,14 +132,14 @@ async def test_restarts_after_random_changes_agree_with_a_start_that_reads_every
         folder.touched.clear()
 
 
-def _edit_hint(tmp_path: Path, edit: Callable[[dict], None]) -> None:
+def _edit_hint(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     path = tmp_path / "bucket" / HINT
     doc = orjson.loads(path.read_bytes())
     edit(doc)
     path.write_bytes(orjson.dumps(doc))
 
 
-DOUBTS: dict[str, Callable[[Path], None]] = {
+DOUBTS: dict[str, Callable[[Path], object]] = {
     "missing": lambda tmp: (tmp / "bucket" / HINT).unlink(),
     "not-json": lambda tmp: (tmp / "bucket" / HINT).write_bytes(b"\x00garbage"),
     "truncated": lambda tmp: (tmp / "bucket" / HINT).write_bytes((tmp / "bucket" / HINT).read_bytes()[:-40]),
@@ -164,17 +173,17 @@ async def test_any_doubt_about_the_hint_means_a_full_read(tmp_path, folder, doub
 
 async def test_an_unchanged_load_writes_a_missing_hint_and_a_stale_one_is_never_trusted(tmp_path, folder):
     store = SpyStore(FolderStore(tmp_path, "bucket", PREFIX))
-    first, _ = await start(store)
+    await start(store)
     hint = (tmp_path / "bucket" / HINT).read_bytes()
     folder("3.csv", "first_name, last_name, birthts\nChanged, Three, 3\n")
     second, _ = await start(store)
-    assert second.index.get("3").first_name == "Changed"
+    assert record(second.index, "3").first_name == "Changed"
     # the old hint beside the new output.csv: as if the hint's write had failed after output.csv's
     (tmp_path / "bucket" / HINT).write_bytes(hint)
     store.reads.clear()
     third, _ = await start(store)
     assert set(store.reads) == csv_keys(tmp_path / "bucket" / PREFIX)
-    assert third.index.get("3").first_name == "Changed"
+    assert record(third.index, "3").first_name == "Changed"
 
 
 async def test_the_service_restarted_on_the_same_folder_reads_nothing_again(
@@ -192,7 +201,7 @@ async def test_the_service_restarted_on_the_same_folder_reads_nothing_again(
     assert store.reads == []
     assert await again.get("/data") == answers
     write_user("3", first_name="Later")
-    await wait_until(lambda: again.index.get("3").first_name == "Later")  # and it follows changes
+    await wait_until(lambda: record(again.index, "3").first_name == "Later")  # and it follows changes
 
 
 async def test_an_s3_restart_on_unchanged_data_reads_no_object(start_service, s3: S3Bucket):
@@ -222,4 +231,4 @@ async def test_a_file_that_could_not_be_read_is_read_again_at_the_next_start(tmp
     store.reads.clear()
     again, _ = await start(store)
     assert sorted(store.reads) == [PREFIX + "2.csv", PREFIX + "later.csv"]
-    assert again.index.get("2").first_name == "Ann2" and PREFIX + "2.csv" not in again.rejected
+    assert record(again.index, "2").first_name == "Ann2" and PREFIX + "2.csv" not in again.rejected
