@@ -10,8 +10,9 @@ with nothing but the I/O, or the framework's trivial handler) and the issue's ta
 5. index memory per user;                                   floor: the records in a plain dict
 6. writing output.csv under load, longest event-loop stall; floor: writing the bytes; idle ticker
 7. incremental and forced rescans, longest event-loop stall; baseline: the ticker, no rescan
+8. restart on unchanged data, and the process's memory;     ceiling: one listing; the index's own
 
-Measurements run one at a time, each cold load in a fresh interpreter. Sizes of 1, 2 and 7 come
+Measurements run one at a time, each cold load in a fresh interpreter. Sizes of 1, 2, 7 and 8 come
 from ``--sizes`` (S3: those up to 100,000, or ``--s3-sizes``); 4, 5 and 6 run at the largest size.
 """
 
@@ -37,6 +38,7 @@ from .latency import measure_latency, measure_watch_floor
 from .machine import describe_machine
 from .procs import bench_env, run_child
 from .report import Row, render_results
+from .restart import remove_restart_files
 from .seaweed import SeaweedFS, find_weed
 
 BENCHMARKS = ("folder", "latency", "memory", "api", "s3")
@@ -93,7 +95,42 @@ def bench_folder(data_dir: Path, users: int, repeat: int, raw: dict[str, Any]) -
             _duration(floor), f"{least / floor:.2f}x"),
         Row("1", "peak RSS of that load", users, f"{peak:,.0f} MiB", f"{floor_peak:,.0f} MiB",
             f"{peak / floor_peak:.2f}x"),
-        Row("1", "RSS kept after the load, per user (index + catalog)", users, f"{retained:,.0f} B", "", ""),
+        _memory_row("1", "the process's RSS kept after the load, per user", users, retained, raw),
+    ]  # fmt: skip
+
+
+def _index_rss(users: int, raw: dict[str, Any]) -> float:
+    """The index's own RSS per user at ``users`` (benchmark 5's measure), measured once per size."""
+    key = f"index_rss_{users}"
+    if key not in raw:
+        raw[key] = run_child("memory", users=users, holder="index", how="rss")
+    return float(raw[key]["bytes_per_user"])
+
+
+def _memory_row(bench: str, what: str, users: int, per_user: float, raw: dict[str, Any]) -> Row:
+    own = _index_rss(users, raw)
+    return Row(bench, what, users, f"{per_user:,.0f} B", f"index alone: {own:,.0f} B", _ratio(per_user, own),
+               "<= 2x the index's own", per_user <= 2 * own)  # fmt: skip
+
+
+def bench_restart(
+    users: int, raw: dict[str, Any], *, data_dir: Path | None = None, s3: tuple[str, str] | None = None
+) -> list[Row]:
+    """Benchmark 8 at one size: a restart on unchanged data beside one listing, and its memory."""
+    where: dict[str, Any] = {"data_dir": str(data_dir)} if s3 is None else {"endpoint": s3[0], "bucket": s3[1]}
+    users = run_child("restart_prepare", users=users, **where)["users"]
+    measured = run_child("restart", users=users, **where)
+    if data_dir is not None:
+        remove_restart_files(data_dir)
+    mode = "folder" if s3 is None else "S3"
+    raw[f"restart_{mode.lower()}_{users}"] = measured
+    seconds, listing = measured["seconds"], measured["listing_seconds"]
+    return [
+        Row("8", f"restart on unchanged data from {mode} ({measured['read']} objects read)", users,
+            _duration(seconds), f"one listing: {_duration(listing)}", f"{seconds / listing:.2f}x",
+            "<= 2 s + one listing", seconds <= 2 + listing),
+        _memory_row("8", f"the process's RSS kept after that restart, per user ({mode})", users,
+                    measured["retained_kib"] * 1024 / users, raw),
     ]  # fmt: skip
 
 
@@ -146,7 +183,10 @@ def bench_s3(endpoint: str, bucket: str, users: int, repeat: int, raw: dict[str,
         Row("2", "aiobotocore alone: list + GET the CSVs", users, _duration(botocore), _duration(floor),
             f"{botocore / floor:.2f}x"),
         Row("2", "peak RSS of that load", users, f"{peak:,.0f} MiB", f"{floor_peak:,.0f} MiB",
-            f"{peak / floor_peak:.2f}x"),
+            f"{peak / floor_peak:.2f}x", "< 80 MB at 20,000" if users == 20_000 else "",
+            peak * 1.048576 < 80 if users == 20_000 else None),
+        _memory_row("2", "the process's RSS kept after the load, per user", users,
+                    _median(services, "retained_kib") * 1024 / users, raw),
     ]  # fmt: skip
 
 
@@ -287,6 +327,14 @@ def notes(threads: int, changes: int, concurrency: int, duration: float, rounds:
         "baseline: the same ticker for 1 s before them. While the forced rescan runs, new users' CSVs "
         "are written through the store one after the other (up to 50, 20 ms apart) and each named to "
         "the pipeline as the webhook does; each is timed from its write until the sinks hear of it.",
+        "Restart: after the rescans, a fresh interpreter loads the folder of benchmark 1 (or the bucket "
+        "of benchmark 2) as the service does and writes output.csv and the catalog's hint; another "
+        "fresh interpreter opens the store and times a start as the service makes it "
+        "(`Pipeline.load(restore=OutputWriter.restore)` with the hint followed: output.csv and its hint "
+        "read, the store listed with versions, only what changed read: nothing here), then one "
+        "`list_objects(versions=True)` alone: the ceiling. Memory rows (1, 2, 8): the process's VmRSS "
+        "after the load or restart minus before it (imports done, store open), per user; beside the "
+        "index's own RSS per user at the same size, measured as in 5.",
     ]
 
 
@@ -311,6 +359,8 @@ def run_suite(args: argparse.Namespace) -> None:
                     rows += bench_folder(data_dir, users, args.repeat if users <= 100_000 else 1, raw)
                     log(f"rescans: at {users:,} users")
                     rows += bench_rescans(users, raw, data_dir=data_dir)
+                    log(f"restart: at {users:,} users")
+                    rows += bench_restart(users, raw, data_dir=data_dir)
                 if "latency" in only:
                     log(f"latency: {args.changes} changes at {users:,} users")
                     rows += bench_latency(data_dir, users, args.changes, raw)
@@ -364,6 +414,8 @@ def _run_s3(directory: Path, sizes: Iterable[int], repeat: int, raw: dict[str, A
             rows += bench_s3(server.endpoint, bucket, users, repeat if users <= 10_000 else 1, raw)
             log(f"s3: rescans at {users:,} users")
             rows += bench_rescans(users, raw, s3=(server.endpoint, bucket))
+            log(f"s3: restart at {users:,} users")
+            rows += bench_restart(users, raw, s3=(server.endpoint, bucket))
     finally:
         server.stop()
     return rows

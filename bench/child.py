@@ -14,6 +14,7 @@ from .cold import load_botocore_s3, load_floor_folder, load_floor_s3, load_folde
 from .memory import measure_memory
 from .procs import memory_kib
 from .rescan import measure_rescans, measure_rescans_s3
+from .restart import measure_restart, prepare_restart
 
 TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "load_folder": load_folder,
@@ -25,6 +26,8 @@ TASKS: dict[str, Callable[..., dict[str, Any]]] = {
     "memory": measure_memory,
     "rescans": measure_rescans,
     "rescans_s3": measure_rescans_s3,
+    "restart_prepare": prepare_restart,
+    "restart": measure_restart,
 }
 
 

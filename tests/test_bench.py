@@ -31,17 +31,19 @@ def test_bench_runs_and_reports_every_figure_of_its_benchmarks(tmp_path: Path) -
     argv = ["--sizes", "300", "--only", "folder,memory", "--repeat", "1", "--out", str(out)]
     subprocess.run([sys.executable, "-m", "bench", *argv], cwd=ROOT, check=True, capture_output=True, timeout=120)
     text = out.read_text()
-    rows = [line for line in text.splitlines() if line.startswith(("| 1 |", "| 5 |", "| 7 |"))]
+    rows = [line for line in text.splitlines() if line.startswith(("| 1 |", "| 5 |", "| 7 |", "| 8 |"))]
     measures = [row.split(" | ")[1] for row in rows]
     assert measures == [
         "cold load from folder (median of runs)",
         "the least Python load: one loop, nothing but read, parse, index",
         "peak RSS of that load",
-        "RSS kept after the load, per user (index + catalog)",
+        "the process's RSS kept after the load, per user",
         "index memory per user (tracemalloc)",
         "index memory per user (RSS difference)",
         "incremental rescan (nothing changed): its time, longest event-loop stall",
         "forced rescan (POST /data): its time, longest event-loop stall",
+        "restart on unchanged data from folder (0 objects read)",
+        "the process's RSS kept after that restart, per user (folder)",
     ]
     for row in rows:
         cells = [cell.strip() for cell in row.split(" | ")]
@@ -49,4 +51,6 @@ def test_bench_runs_and_reports_every_figure_of_its_benchmarks(tmp_path: Path) -
         assert cells[5] == "" or cells[5].endswith("x"), row  # a ratio where its ceiling is measurable
         if cells[0] == "| 7":
             assert cells[3].endswith(" ms") and cells[4].startswith("idle: "), row
+        if "RSS kept" in cells[1]:
+            assert cells[4].startswith("index alone: "), row
     assert '"least"' in text  # the raw measurements keep every run

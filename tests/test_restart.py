@@ -139,6 +139,11 @@ def _edit_hint(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
     path.write_bytes(orjson.dumps(doc))
 
 
+def _without_user_0(doc: dict[str, Any]) -> None:
+    at = doc["entries"].index(PREFIX + "0.csv")
+    del doc["entries"][at : at + 2]
+
+
 DOUBTS: dict[str, Callable[[Path], object]] = {
     "missing": lambda tmp: (tmp / "bucket" / HINT).unlink(),
     "not-json": lambda tmp: (tmp / "bucket" / HINT).write_bytes(b"\x00garbage"),
@@ -146,12 +151,15 @@ DOUBTS: dict[str, Callable[[Path], object]] = {
     "other-format": lambda tmp: _edit_hint(tmp, lambda doc: doc["meta"].update(format=99)),
     "other-bucket": lambda tmp: _edit_hint(tmp, lambda doc: doc["meta"].update(bucket="elsewhere")),
     "other-prefix": lambda tmp: _edit_hint(tmp, lambda doc: doc["meta"].update(prefix="other/")),
-    "bad-entry": lambda tmp: _edit_hint(tmp, lambda doc: doc["entries"].append({"key": 1})),
-    "bad-version": lambda tmp: _edit_hint(tmp, lambda doc: doc["entries"].append(["src/x.csv", {"v": 1}])),
+    "odd-entries": lambda tmp: _edit_hint(tmp, lambda doc: doc["entries"].append("src/x.csv")),
+    "bad-key": lambda tmp: _edit_hint(tmp, lambda doc: doc["entries"].extend([1, "v"])),
+    "bad-version": lambda tmp: _edit_hint(tmp, lambda doc: doc["entries"].extend(["src/x.csv", {"v": 1}])),
+    "bad-reason": lambda tmp: _edit_hint(tmp, lambda doc: doc["rejected"].update({"src/0.csv": 5})),
+    "no-rejected": lambda tmp: _edit_hint(tmp, lambda doc: doc.pop("rejected")),
     "other-output": lambda tmp: (tmp / "bucket" / KEY).write_bytes(render_output([])),
     "output-edited": lambda tmp: (tmp / "bucket" / KEY).write_bytes((tmp / "bucket" / KEY).read_bytes() + b"\n"),
     # a hint that names fewer users than output.csv holds: written by hand, or by another version
-    "missing-users": lambda tmp: _edit_hint(tmp, lambda doc: doc.update(entries=doc["entries"][2:])),
+    "missing-users": lambda tmp: _edit_hint(tmp, _without_user_0),
 }
 
 

@@ -29,7 +29,7 @@ __all__ = (
     "UNREAD",
     "Catalog",
     "Changes",
-    "Entry",
+    "Hint",
     "Keys",
     "Outcome",
     "each_key",
@@ -46,9 +46,15 @@ Keys = str | list[str]
 #: The version of an object that could not be read: it never equals a listed one, so the next
 #: rescan tries again.
 UNREAD = ("unread",)
-#: What the catalog keeps of one key, as a start-up hint holds it: the key, its version (None:
-#: unknown, to be read), and why it is rejected where it is.
-Entry = tuple[str, Version | None] | tuple[str, Version | None, str]
+
+
+class Hint(NamedTuple):
+    """What a catalog kept, as a start-up hint holds it: keys, each one's version (None:
+    unknown, to be read), and why some are rejected."""
+
+    keys: list[str]
+    versions: list[Version | None]
+    rejected: dict[str, str]
 
 
 class Changes(NamedTuple):

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from . import tuning
 from .backoff import DEFAULT_DELAYS, Backoff
-from .catalog import Entry
+from .catalog import Hint
 from .index import Diff, UserIndex
 from .objects import SourceObject
 from .reconcile import Reconciler
@@ -44,7 +44,7 @@ class Restored(NamedTuple):
     hint when it pairs with them (None: read every object)."""
 
     records: list[UserRecord]
-    hint: list[Entry] | None
+    hint: Hint | None
 
 
 #: A start-up source of last good records and the catalog's hint (output.csv's), read before

@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 from typing import Any
 
 from . import scan, tuning
-from .catalog import Catalog, Changes, Entry, Outcome
+from .catalog import Catalog, Changes, Hint, Outcome
 from .index import Diff, UserIndex
 from .objects import SourceObject
 from .records import InvalidRecord, parse_user_csv
@@ -59,13 +59,13 @@ class Reconciler:
                 found[key] = version
         return await self._update(found, csvs, refresh=True)
 
-    async def resume(self, entries: list[Entry]) -> bool:
+    async def resume(self, hint: Hint) -> bool:
         """Take the catalog a start-up hint describes, if it covers every user the index holds
         (the last good records restored); False, the catalog untouched, if it does not.
 
         The scan that follows (an incremental one) then reads only what differs from it.
         """
-        catalog, held = await tuning.off_loop(scan.hinted_catalog, entries, self.prefix, self.index.get)
+        catalog, held = await tuning.off_loop(scan.hinted_catalog, hint, self.prefix, self.index.get)
         if held != len(self.index):
             logger.warning("the catalog hint does not cover the %d users restored: reading all", len(self.index))
             return False

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .catalog import UNREAD, Catalog, Entry, Keys, Outcome, each_key, keys_with
+from .catalog import UNREAD, Catalog, Hint, Keys, Outcome, each_key, keys_with
 from .objects import classify
 from .records import UserFields, UserRecord
 from .stores import Listing, ObjectError, Version
@@ -102,9 +102,7 @@ def fresh_catalog(
     return catalog, read
 
 
-def hinted_catalog(
-    entries: list[Entry], prefix: str, current: Callable[[str], UserRecord | None]
-) -> tuple[Catalog, int]:
+def hinted_catalog(hint: Hint, prefix: str, current: Callable[[str], UserRecord | None]) -> tuple[Catalog, int]:
     """The catalog a start-up hint describes, and how many of its users ``current`` holds.
 
     A CSV neither rejected nor backed by a record gets no version, so the next scan reads it.
@@ -112,8 +110,7 @@ def hinted_catalog(
     """
     catalog = Catalog(prefix, current)
     versions, csv_keys, png_keys, rejected = catalog.versions, catalog.csv_keys, catalog.png_keys, catalog.rejected
-    for entry in entries:
-        key, version = entry[0], entry[1]
+    for key, version in zip(hint.keys, hint.versions, strict=True):
         obj = classify(key, prefix)
         if obj is None:
             continue
@@ -123,10 +120,11 @@ def hinted_catalog(
             user_id = record.user_id
             if record.img_path == key:
                 key = record.img_path
-        if len(entry) == 3:
-            rejected[key] = entry[2]
+        reason = hint.rejected.get(key)
+        if reason is not None:
+            rejected[key] = reason
         keys_of = csv_keys if obj.kind == "csv" else png_keys
-        if version is not None and (keys_of is png_keys or record is not None or len(entry) == 3):
+        if version is not None and (keys_of is png_keys or record is not None or reason is not None):
             versions[key] = version
         if keys_of.setdefault(user_id, key) is not key:
             keys_of[user_id] = keys_with(keys_of[user_id], key)
@@ -158,7 +156,13 @@ def records(catalog: Catalog, contents: Contents) -> dict[str, UserRecord]:
         if type(content) is tuple and type(fields := content[1]) is UserFields:
             versions[csvs] = content[0]  # type: ignore[index]  # a str, as content is not None
             pngs: Keys | None = png_keys.get(user_id)
-            img_path = pngs if pngs is None or type(pngs) is str else pngs[0]
+            if pngs is None:
+                img_path = None
+            else:
+                img_path = pngs if type(pngs) is str else pngs[0]
+                # Keyed again by this user_id, the CSV's: one string of it, not one per object.
+                del png_keys[user_id]
+                png_keys[user_id] = pngs
             users[user_id] = _new(UserRecord, (user_id, *fields, img_path))
         else:
             others.append(user_id)

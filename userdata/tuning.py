@@ -16,12 +16,13 @@ The only module that touches the garbage collector. Each step here has a test of
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ("collector_paused", "free_off_loop", "frozen_when_done", "off_loop")
+__all__ = ("collector_paused", "free_off_loop", "frozen_when_done", "off_loop", "trim_heap")
 
 T = TypeVar("T")
 
@@ -40,10 +41,31 @@ def collector_paused() -> Iterator[None]:
 
 @contextmanager
 def frozen_when_done() -> Iterator[None]:
-    """The collector off for the block (a load); if it succeeds, all that lives then is frozen."""
+    """The collector off for the block (a load); if it succeeds, all that lives then is frozen,
+    and the C heap's free pages go back to the system (what the load's passes freed)."""
     with collector_paused():
         yield
         gc.freeze()
+        trim_heap()
+
+
+def trim_heap() -> bool:
+    """Give the C allocator's free pages back to the system (glibc's malloc_trim); False where
+    there is no such call."""
+    if _malloc_trim is None:
+        return False
+    _malloc_trim(0)
+    return True
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 async def off_loop(work: Callable[..., T], *args: Any) -> T:

@@ -12,8 +12,10 @@ or prefix) means a full read. A version the store would never list (an object th
 be read) is written as null, and so is that of a file rejected for a birthts in the future,
 which time alone may make valid: the next start reads both again.
 
-The object is JSON: ``{"entries": [[key, version], [key, version, reason], ...], "meta": {...}}``,
-the meta last so that it is written once output.csv's digest is known.
+The object is JSON, each key followed by its version, the reasons apart (they are few), the
+meta last so that it is written once output.csv's digest is known:
+``{"entries": [key, version, key, version, ...], "rejected": {key: reason}, "meta": {...}}``.
+Flat, so that reading it back makes no object per entry beyond what the catalog keeps.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from ..catalog import UNREAD, Catalog, Entry, each_key
+from ..catalog import UNREAD, Catalog, Hint, each_key
 from ..records import FUTURE_BIRTHTS
 from ..stores import Version
 
@@ -31,6 +33,7 @@ __all__ = ("FORMAT", "HEAD", "InvalidHint", "decode", "encode_entries", "encode_
 
 #: Bumped whenever the file's meaning changes: a hint of another format is not read.
 FORMAT = 1
+
 HEAD = b'{"entries":['
 
 
@@ -43,22 +46,26 @@ def hint_key(output_key: str) -> str:
     return output_key + ".catalog.json"
 
 
-def entries(catalog: Catalog, user_ids: Iterable[str]) -> list[list[Any]]:
-    """The entries of these users' CSVs and images, as the catalog holds them now."""
-    versions, rejected, csv_keys, png_keys = catalog.versions, catalog.rejected, catalog.csv_keys, catalog.png_keys
-    out: list[list[Any]] = []
+def entries(catalog: Catalog, user_ids: Iterable[str], rejected: dict[str, str]) -> list[Any]:
+    """Key, version, key, version... of these users' CSVs and images, as the catalog holds them
+    now; the reasons of those rejected put in ``rejected``."""
+    versions, reasons, csv_keys, png_keys = catalog.versions, catalog.rejected, catalog.csv_keys, catalog.png_keys
+    out: list[Any] = []
     for user_id in user_ids:
         for key in each_key(csv_keys.get(user_id)):
             version = versions.get(key)
-            reason = rejected.get(key)
-            if version == UNREAD or (reason is not None and reason.startswith(FUTURE_BIRTHTS)):
-                version = None
-            out.append([key, version] if reason is None else [key, version, reason])
-        out.extend([key, versions.get(key)] for key in each_key(png_keys.get(user_id)))
+            reason = reasons.get(key)
+            if reason is not None:
+                rejected[key] = reason
+                if reason.startswith(FUTURE_BIRTHTS):
+                    version = None
+            out += (key, None if version == UNREAD else version)
+        for key in each_key(png_keys.get(user_id)):
+            out += (key, versions.get(key))
     return out
 
 
-def encode_entries(batch: list[list[Any]], *, first: bool) -> bytes:
+def encode_entries(batch: list[Any], *, first: bool) -> bytes:
     """``batch`` as the next part of the entries array (a comma first unless ``first``)."""
     if not batch:
         return b""
@@ -66,14 +73,14 @@ def encode_entries(batch: list[list[Any]], *, first: bool) -> bytes:
     return body if first else b"," + body
 
 
-def encode_tail(*, bucket: str, prefix: str, output_digest: bytes) -> bytes:
-    """The end of the object: the meta a restart checks before it trusts the entries."""
+def encode_tail(rejected: dict[str, str], *, bucket: str, prefix: str, output_digest: bytes) -> bytes:
+    """The end of the object: the reasons, and the meta a restart checks before it trusts the rest."""
     meta = {"format": FORMAT, "bucket": bucket, "prefix": prefix, "output": output_digest.hex()}
-    return b'],"meta":' + orjson.dumps(meta) + b"}"
+    return b'],"rejected":' + orjson.dumps(rejected) + b',"meta":' + orjson.dumps(meta) + b"}"
 
 
-def decode(data: bytes, *, bucket: str, prefix: str, output_digest: bytes | None) -> list[Entry]:
-    """The entries of a hint written for this bucket, prefix and output.csv; else InvalidHint."""
+def decode(data: bytes, *, bucket: str, prefix: str, output_digest: bytes | None) -> Hint:
+    """What a hint written for this bucket, prefix and output.csv holds; else InvalidHint."""
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as e:
@@ -85,27 +92,27 @@ def decode(data: bytes, *, bucket: str, prefix: str, output_digest: bytes | None
         raise InvalidHint(f"written for bucket {meta.get('bucket')!r}, prefix {meta.get('prefix')!r}")
     if output_digest is None or meta.get("output") != output_digest.hex():
         raise InvalidHint("written with another output.csv")
-    raw = doc.get("entries")
-    if not isinstance(raw, list):
+    flat, rejected = doc.get("entries"), doc.get("rejected")
+    if not isinstance(flat, list) or len(flat) % 2 or not isinstance(rejected, dict):
         raise InvalidHint("no entries")
-    out: list[Entry] = []
-    for entry in raw:
-        if not (isinstance(entry, list) and 2 <= len(entry) <= 3 and isinstance(entry[0], str)):
-            raise InvalidHint(f"bad entry {entry!r:.80}")
-        key, version = entry[0], _version(entry[1])
-        if len(entry) == 2:
-            out.append((key, version))
-        elif isinstance(entry[2], str):
-            out.append((key, version, entry[2]))
-        else:
-            raise InvalidHint(f"bad entry {entry!r:.80}")
-    return out
+    keys, versions = flat[0::2], flat[1::2]
+    if not all(type(key) is str for key in keys) or not all(type(r) is str for r in rejected.values()):
+        raise InvalidHint("bad entries")
+    shared: dict[Version, Version] = {}
+    for i, version in enumerate(versions):
+        if type(version) is list:
+            versions[i] = _version(version, shared)
+        elif version is not None and type(version) is not str:
+            raise InvalidHint(f"bad version {version!r:.80}")
+    return Hint(keys, versions, rejected)
 
 
-def _version(value: object) -> Version | None:
-    """A version as the store gives it: JSON has lists where the store has tuples."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, list) and all(isinstance(v, (str, int)) for v in value):
+def _version(value: list[object], shared: dict[Version, Version]) -> Version:
+    """A version as the store gives it: JSON has lists where the store has tuples. One of
+    strings alone (a placeholder, the same for many objects) is one object for all."""
+    if all(type(v) is str for v in value):
+        version = tuple(value)
+        return shared.setdefault(version, version)
+    if all(type(v) is int for v in value):
         return tuple(value)
     raise InvalidHint(f"bad version {value!r:.80}")

@@ -15,7 +15,7 @@ from itertools import chain
 from sys import intern
 
 from ..backoff import DEFAULT_DELAYS, Backoff
-from ..catalog import Catalog, Entry
+from ..catalog import Catalog, Hint
 from ..index import Diff, UserIndex
 from ..pipeline import Restored
 from ..records import InvalidRecord, UserRecord
@@ -142,17 +142,17 @@ class OutputWriter:
         logger.info("restored %d last good records from %s", len(records), self.key)
         return Restored(records, await self._restore_hint())
 
-    async def _restore_hint(self) -> list[Entry] | None:
+    async def _restore_hint(self) -> Hint | None:
         try:
             data = await self.store.read(self.hint_key)
             if data is None:
                 raise catalog_hint.InvalidHint("none")
-            entries = await asyncio.to_thread(catalog_hint.decode, data, output_digest=self._digest, **self._where)
+            hint = await asyncio.to_thread(catalog_hint.decode, data, output_digest=self._digest, **self._where)
         except (ObjectError, catalog_hint.InvalidHint) as e:
             logger.info("no catalog hint to use in %s (%s): every object will be read", self.hint_key, e)
             return None
         self._hint_digest = await asyncio.to_thread(digest, data)
-        return entries
+        return hint
 
     async def run(self) -> None:
         """Write after every settled burst of changes, until cancelled."""

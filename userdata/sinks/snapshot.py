@@ -87,9 +87,10 @@ class _Hint(_Part):
     def __init__(self) -> None:
         super().__init__(catalog_hint.HEAD)
         self.empty = True
+        self.rejected: dict[str, str] = {}
 
     def add_entries(self, catalog: Catalog, user_ids: Iterable[str]) -> None:
-        entries = catalog_hint.entries(catalog, user_ids)
+        entries = catalog_hint.entries(catalog, user_ids, self.rejected)
         if entries:
             self.add(catalog_hint.encode_entries(entries, first=self.empty))
             self.empty = False
@@ -147,7 +148,11 @@ async def render(
             # The rejected CSVs of users the index does not hold (never valid, or in a conflict
             # with no last good record): few, in one step.
             hint.add_entries(held, sorted({u for key in held.rejected if (u := held.owner(key)[1]) not in index}))
-            hint.add(catalog_hint.encode_tail(bucket=bucket, prefix=prefix, output_digest=snapshot.output_digest))
+            hint.add(
+                catalog_hint.encode_tail(
+                    hint.rejected, bucket=bucket, prefix=prefix, output_digest=snapshot.output_digest
+                )
+            )
             snapshot.hint, snapshot.hint_digest = hint.spool, hint.digest.digest()
         return snapshot
     except BaseException:
