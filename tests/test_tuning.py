@@ -129,3 +129,21 @@ async def test_off_loop_runs_the_work_on_a_worker_thread() -> None:
 
     thread, args = await tuning.off_loop(where, 1, "a")
     assert thread is not threading.main_thread() and args == (1, "a")
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists() or tuning.trim_heap() is False, reason="glibc on Linux")
+def test_trimming_the_heap_gives_freed_memory_back() -> None:
+    # Blocks of 1 KiB come from the C heap (past pymalloc's 512 B, below mmap's threshold):
+    # freed, their pages stay the process's until trimmed.
+    kept = [bytearray(1000) for _ in range(60_000)]
+    del kept[:-1]  # all but the last, which keeps the heap's top from shrinking by itself
+    before = _rss_kib()
+    assert tuning.trim_heap()
+    assert before - _rss_kib() > 20_000  # most of the 58 MiB freed
