@@ -375,3 +375,38 @@ async def test_credentials_missing_at_start_degrade_until_they_are_there(
         assert "probe" in await store.list_objects()  # the server's own probe object
     finally:
         await store.close()
+
+
+def _page(contents: list[str], encoded: bool = True) -> str:
+    encoding = "<EncodingType>url</EncodingType>" if encoded else ""
+    return f"<ListBucketResult>{encoding}{''.join(f'<Contents>{c}</Contents>' for c in contents)}</ListBucketResult>"
+
+
+@pytest.mark.parametrize(
+    ("contents", "encoded", "expected"),
+    [
+        pytest.param(
+            ["<Key>a%2Bb+c.csv</Key><LastModified>x</LastModified><ETag>&#34;1&#34;</ETag><Size>1</Size>"],
+            True, {"a+b c.csv": '"1"'}, id="as-servers-write-it",
+        ),
+        pytest.param(
+            ["<ETag>&quot;2&quot;</ETag><Key>k.csv</Key>", "<Key>j.csv</Key><ETag>&#34;3&#34;</ETag>"],
+            True, {"k.csv": '"2"', "j.csv": '"3"'}, id="etag-first-in-one",
+        ),
+        pytest.param(
+            ["<Key>n.csv</Key><Owner><ID>o</ID></Owner><ETag>\"4\"</ETag>", "<Key>m.csv</Key><ETag>5</ETag>"],
+            True, {"n.csv": '"4"', "m.csv": "5"}, id="nested-element-between",
+        ),
+        pytest.param(
+            ["<Key>a&amp;b &lt;&#34;.csv</Key><ETag>&#34;6&amp;&#34;</ETag>"],
+            False, {'a&b <".csv': '"6&"'}, id="entities-not-url-encoded",
+        ),
+        pytest.param(["<Key>no-etag.csv</Key>", "<Key>p.csv</Key><ETag>7</ETag>"], True, {"p.csv": "7"}, id="no-etag"),
+    ],
+)  # fmt: skip
+def test_listing_pages_are_read_whatever_the_order_of_their_elements(
+    contents: list[str], encoded: bool, expected: dict[str, str]
+) -> None:
+    from userdata.stores.s3 import _objects
+
+    assert dict(_objects(_page(contents, encoded))) == expected

@@ -12,7 +12,7 @@ import asyncio
 import hashlib
 import mimetypes
 import re
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from html import unescape
 from typing import TypeVar
 from urllib.parse import unquote_plus
@@ -42,7 +42,12 @@ _STORE_WIDE = frozenset(
 )
 #: Bodies up to this size are parsed on the event loop as they arrive.
 _PARSE_ON_LOOP = 16384
-_CONTENTS = re.compile(r"<Contents>(.*?)</Contents>", re.S)
+_CONTENTS = re.compile(r"<Contents>")
+#: Each object's key and ETag in one pass over a page, where the ETag follows the key with only
+#: simple elements between (as S3 servers write them; a page where that does not find every
+#: object is read object by object). It cannot run into the next object's: </Contents> ends it.
+_KEY_ETAG = re.compile(r"<Key>([^<]*)</Key>(?:<[A-Za-z][^>]*>[^<]*</[A-Za-z]+>)*?<ETag>([^<]*)</ETag>")
+_EACH = re.compile(r"<Contents>(.*?)</Contents>", re.S)
 _KEY = re.compile(r"<Key>([^<]*)</Key>")
 _ETAG = re.compile(r"<ETag>([^<]*)</ETag>")
 _NEXT = re.compile(r"<NextContinuationToken>([^<]*)</NextContinuationToken>")
@@ -115,11 +120,7 @@ class S3Store:
             except Answer as e:
                 raise StoreUnavailable(f"cannot list {self.bucket}/{self.prefix}: {e}") from e
             page = body.decode()
-            decode = unquote_plus if _URL_ENCODED.search(page) else unescape
-            for contents in _CONTENTS.findall(page):
-                key, etag = _KEY.search(contents), _ETAG.search(contents)
-                if key is not None and etag is not None:
-                    listing[decode(key[1])] = unescape(etag[1])
+            listing.update(_objects(page))
             token = _NEXT.search(page)
             if not _TRUNCATED.search(page) or token is None:
                 return listing
@@ -224,3 +225,28 @@ def _object_error(error: Answer, key: str) -> ObjectError | None:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _objects(page: str) -> Iterator[tuple[str, str]]:
+    """(key, ETag) of each object of a listing page, decoded."""
+    pairs: list[tuple[str, str]] = _KEY_ETAG.findall(page)
+    if len(pairs) != len(_CONTENTS.findall(page)):
+        pairs = [
+            (key[1], etag[1])
+            for contents in _EACH.findall(page)
+            if (key := _KEY.search(contents)) is not None and (etag := _ETAG.search(contents)) is not None
+        ]
+    decode = _url_decoded if _URL_ENCODED.search(page) else _unescaped
+    return ((decode(key), _unescaped(etag)) for key, etag in pairs)
+
+
+def _url_decoded(text: str) -> str:
+    return unquote_plus(text) if "%" in text or "+" in text else text
+
+
+def _unescaped(text: str) -> str:
+    """XML text of an element, its entities replaced (the quotes around ETags, nearly always)."""
+    if "&" not in text:
+        return text
+    text = text.replace("&#34;", '"').replace("&quot;", '"')
+    return unescape(text) if "&" in text else text
