@@ -181,16 +181,25 @@ class SpyStore:
         self.unreadable: dict[str, str] = {}
         #: awaited with the keys after each read_many has read them, before it returns
         self.after_read: Callable[[Collection[str]], Awaitable[None]] | None = None
+        #: keys whose reading raises an unexpected error (a bug, as far as the pipeline knows)
+        self.explode: set[str] = set()
 
     def _check(self) -> None:
         if self.fail is not None:
             raise self.fail
+
+    @property
+    def bad_names(self) -> dict[str, str]:
+        return self.store.bad_names
 
     def describe(self) -> str:
         return f"spy on {self.store.describe()}"
 
     async def open(self) -> None:
         await self.store.open()
+
+    async def remove_leftovers(self, key: str) -> int:
+        return await self.store.remove_leftovers(key)
 
     async def close(self) -> None:
         await self.store.close()
@@ -203,6 +212,8 @@ class SpyStore:
 
     async def read_many(self, keys: Collection[str], parse: Callable[[bytes], Any]) -> dict[str, Any]:
         self._check()
+        if bad := self.explode & set(keys):
+            raise RuntimeError(f"cannot handle {sorted(bad)}")
         self.reads.extend(keys)
         if self.before_read is not None:
             self.before_read()

@@ -157,8 +157,7 @@ async def test_a_flush_writes_exactly_what_render_output_gives(tmp_path, monkeyp
     # of render_output over the whole index.
     set_slices(monkeypatch, slice_rows)
     index = UserIndex()
-    # a bare CR is not quoted with lineterminator="\n" (parse_output cannot read it back), but
-    # the bytes must still be those of render_output
+    # a bare CR makes its row quoted whole: the bytes must still be those of render_output
     index.apply(many_records(300 if slice_rows == 1 else 3000, [*AWKWARD, "Car\rriage"]))
     store = FolderStore(tmp_path, "b", "src/")
     writer = OutputWriter(store, index, "out/output.csv")

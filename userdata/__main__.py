@@ -17,6 +17,7 @@ from . import demo
 from .app import create_app, create_store
 from .index import UserIndex
 from .pipeline import Pipeline
+from .redact import Redactor
 from .settings import OPTIONS, Settings, SettingsError, resolve
 from .sinks.output_csv import OutputWriter
 from .sinks.postgres import DatabaseUnavailable, mirror_once
@@ -37,6 +38,7 @@ _HELP = {
     "database_url": "PostgreSQL URL to mirror the users to",
     "webhook_token": "token that enables POST /events for MinIO bucket notifications",
     "log_level": "debug, info, warning or error (default info)",
+    "max_object_size": "bytes a source object may have at most; larger ones are rejected unread (default 1048576)",
 }
 _SERVE_ONLY = ("host", "port", "rescan_interval", "webhook_token")
 
@@ -78,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(Redactor(settings.secrets()))
     for noisy in ("watchfiles", "aiobotocore", "botocore"):  # batches and credentials at info
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
@@ -93,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings) -> int:
     """Run the service until SIGTERM or Ctrl-C."""
-    logger.info("serving on http://%s:%d with %r", settings.host, settings.port, settings)
+    logger.info("serving on http://%s:%d with %s", settings.host, settings.port, settings.chosen())
     web.run_app(
         create_app(settings),
         host=settings.host,

@@ -56,9 +56,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
 def create_store(settings: Settings) -> Store:
     """The store ``settings`` name (not opened yet)."""
     if settings.s3_endpoint:
-        return S3Store(settings.s3_endpoint, settings.bucket, settings.prefix)
+        return S3Store(settings.s3_endpoint, settings.bucket, settings.prefix, max_object_size=settings.max_object_size)
     assert settings.data_dir is not None
-    return FolderStore(settings.data_dir, settings.bucket, settings.prefix)
+    return FolderStore(settings.data_dir, settings.bucket, settings.prefix, max_object_size=settings.max_object_size)
 
 
 def create_watcher(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 from urllib.parse import unquote_plus
 
+from .names import bad_name, shown
 from .objects import SourceObject, classify
 
 __all__ = ("InvalidEvent", "objects_from_event")
+
+logger = logging.getLogger("userdata.events")
 
 
 class InvalidEvent(ValueError):
@@ -18,7 +22,9 @@ def objects_from_event(payload: Any, bucket: str, prefix: str) -> set[SourceObje
     """The source objects an event names; records of other buckets or prefixes are ignored.
 
     Delivery is at least once and unordered, and the event kind is not needed: the pipeline
-    reads each key again and finds out whether it was created, changed or deleted.
+    reads each key again and finds out whether it was created, changed or deleted. A key that
+    is not UTF-8 or holds a control character is logged (escaped) and ignored, never queued:
+    answering 400 would have MinIO send the whole batch again and again.
 
     >>> event = {"Records": [{"s3": {"bucket": {"name": "b"}, "object": {"key": "src%2F1.csv"}}}]}
     >>> objects_from_event(event, "b", "src/")
@@ -35,7 +41,15 @@ def objects_from_event(payload: Any, bucket: str, prefix: str) -> set[SourceObje
             raise InvalidEvent("every record needs s3.bucket.name and s3.object.key") from None
         if not isinstance(name, str) or not isinstance(raw_key, str):
             raise InvalidEvent("s3.bucket.name and s3.object.key must be strings")
-        key = unquote_plus(raw_key)  # MinIO sends the key URL-encoded, spaces as '+'
-        if name == bucket and (obj := classify(key, prefix)) is not None:
+        if name != bucket:
+            continue
+        try:
+            key = unquote_plus(raw_key, errors="strict")  # MinIO sends the key URL-encoded, spaces as '+'
+        except UnicodeDecodeError:
+            logger.warning("ignoring an event's key that is not UTF-8: %s", shown(raw_key))
+            continue
+        if bad_name(key):
+            logger.warning("ignoring an event's key that holds a control character: %s", shown(key))
+        elif (obj := classify(key, prefix)) is not None:
             objects.add(obj)
     return objects

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Literal, NamedTuple
 
+from .names import bad_name
+
 __all__ = ("SourceObject", "classify")
 
 
@@ -19,7 +21,8 @@ def classify(key: str, prefix: str) -> SourceObject | None:
     """What ``key`` is to the index: a user's CSV or PNG, or None for anything to ignore.
 
     Ignored: keys outside the prefix or in a sub-folder of it, hidden and temporary files
-    (``.x``, ``x~``; ``*.tmp`` and ``*.part`` have other extensions), other extensions.
+    (``.x``, ``x~``; ``*.tmp`` and ``*.part`` have other extensions), other extensions, and
+    names no key may have (:func:`~userdata.names.bad_name`).
     Extensions match in any case.
 
     >>> classify("src-data/0001.CSV", "src-data/")
@@ -36,7 +39,7 @@ def classify(key: str, prefix: str) -> SourceObject | None:
     else:
         return None  # also every hidden or temporary name (x~, x.tmp, x.part) but .x.csv / .x.png
     user_id = key[len(prefix) : -4]
-    if not user_id or user_id[0] == "." or "/" in user_id:
+    if not user_id or user_id[0] == "." or "/" in user_id or bad_name(key):
         return None
     return _new(SourceObject, (key, kind, user_id))
 

@@ -20,18 +20,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
-from dataclasses import dataclass
-from typing import NamedTuple
 
 from . import tuning
 from .backoff import DEFAULT_DELAYS, Backoff
-from .catalog import Hint
+from .future import FutureBirthts
 from .index import Diff, UserIndex
 from .objects import SourceObject
 from .reconcile import Reconciler
-from .records import UserRecord
+from .reports import RescanReport, Restore, Restored
 from .stores import Store, StoreUnavailable
 
 __all__ = ("Listener", "Pipeline", "RescanReport", "Restore", "Restored")
@@ -39,30 +37,7 @@ __all__ = ("Listener", "Pipeline", "RescanReport", "Restore", "Restored")
 logger = logging.getLogger("userdata.pipeline")
 
 
-class Restored(NamedTuple):
-    """What a start finds of the last run: each user's last good record, and the catalog's
-    hint when it pairs with them (None: read every object)."""
-
-    records: list[UserRecord]
-    hint: Hint | None
-
-
-#: A start-up source of last good records and the catalog's hint (output.csv's), read before
-#: the first load.
-Restore = Callable[[], Awaitable[Restored]]
 Listener = Callable[[Diff], None]
-
-
-@dataclass(frozen=True, slots=True)
-class RescanReport:
-    """What one rescan found; the body of POST /data."""
-
-    users: int
-    added: int
-    updated: int
-    removed: int
-    rejected: int
-    duration_ms: int
 
 
 class _Rescan:
@@ -94,22 +69,26 @@ class Pipeline:
         self.loaded = asyncio.Event()
         #: why the store cannot be used right now, None when it can
         self.store_error: str | None = None
+        #: why some changes named could not be applied (they are retried), None when all were
+        self.apply_error: str | None = None
         self.reconciler = Reconciler(store, index, prefix)
         self._backoff = Backoff(retry_delays)
         self._dirty: dict[str, SourceObject] = {}
         self._pending: _Rescan | None = None
         self._scanning: asyncio.Task[None] | None = None
         self._rescan_retry: asyncio.TimerHandle | None = None
+        self._future = FutureBirthts(self.reconciler, self.submit)
         self._wake = asyncio.Event()
 
     @property
     def rejected(self) -> dict[str, str]:
-        """key -> why that CSV is rejected."""
-        return self.reconciler.catalog.rejected
+        """key -> why that file is rejected (a name no key may have, escaped)."""
+        rejected, bad = self.reconciler.catalog.rejected, self.store.bad_names
+        return rejected | bad if bad else rejected
 
     def problem(self) -> str | None:
-        """For /health: why the store cannot be used, None when it can."""
-        return None if self.store_error is None else f"store unavailable: {self.store_error}"
+        """For /health: why the store cannot be used or changes not applied, None when all is well."""
+        return f"store unavailable: {self.store_error}" if self.store_error is not None else self.apply_error
 
     # Producers' side.
 
@@ -133,8 +112,7 @@ class Pipeline:
         return asyncio.shield(self._pending.future)
 
     def rescan_soon(self) -> None:
-        """Ask for an incremental rescan without waiting for it: its failure is logged, and one
-        that failed for the store is tried again when the store may be back."""
+        """An incremental rescan, not waited for: a failure is logged (for the store: retried)."""
         self.rescan(force=False).add_done_callback(_retrieve)
 
     # The consumer.
@@ -159,11 +137,9 @@ class Pipeline:
                     await self._scanning
 
     async def load(self, *, retry: bool = False, restore: Restore | None = None) -> RescanReport:
-        """Put ``restore``'s last good records in the index, then read every source object, or
-        with its catalog hint only those that differ from it.
-
-        With ``retry``, keeps trying while the store is unavailable; else raises StoreUnavailable.
-        """
+        """Put ``restore``'s last good records in the index, then read every source object (with
+        its catalog hint, those that differ from it). With ``retry``, keeps trying while the
+        store is unavailable; else raises StoreUnavailable."""
         started = time.monotonic()
         resumed = False
         while True:
@@ -176,16 +152,14 @@ class Pipeline:
                 with tuning.frozen_when_done():
                     report = await self._scan(force=not resumed, started=started)
                 break
-            except StoreUnavailable as e:
-                if not retry:
-                    raise
-                delay = self._failed(e)
             except Exception as e:
                 if not retry:
                     raise
-                logger.exception("initial load failed")
-                self.store_error = f"initial load failed: {e}"
-                delay = self._backoff.failed()
+                if isinstance(e, StoreUnavailable):
+                    delay = self._failed(e)
+                else:
+                    logger.exception("initial load failed")
+                    self.store_error, delay = f"initial load failed: {e}", self._backoff.failed()
             await asyncio.sleep(delay)
         how = "only what changed since the catalog hint" if resumed else "every object"
         logger.info("loaded %d users from %s (read %s) in %d ms (%d rejected files)", *_load_figures(report, self, how))
@@ -195,21 +169,26 @@ class Pipeline:
     async def _refresh(self) -> None:
         objects, self._dirty = self._dirty, {}
         try:
-            diff = await self.reconciler.refresh(objects.values())
-        except Exception as e:
-            self._dirty = objects | self._dirty  # what came meanwhile is newer news of the same keys
-            if isinstance(e, StoreUnavailable):
-                delay = self._failed(e)
-            else:
-                # A bug must not stop the index from following the store: try again later.
-                logger.exception("failed to apply %d changed keys", len(objects))
-                delay = self._backoff.failed()
-            asyncio.get_running_loop().call_later(delay, self._wake.set)
+            diffs = [await self.reconciler.refresh(objects.values())]
+            failed: dict[str, SourceObject] = {}
+        except StoreUnavailable as e:
+            self._requeue(objects, self._failed(e))
             return
+        except Exception:
+            # A bug (or an odd name) in one key must hold up no other: each is tried on its own.
+            logger.exception("failed to apply %d changed keys; trying each on its own", len(objects))
+            diffs, failed = await self.reconciler.refresh_each(objects)
         self._succeeded()
-        self._publish(diff)
-        added, updated, removed = len(diff.added), len(diff.updated), len(diff.removed)
-        logger.info("applied %d changed keys: %d added, %d updated, %d removed", len(objects), added, updated, removed)
+        self.apply_error = None if not failed else f"cannot apply the changes of {len(failed)} keys (retried)"
+        if failed:
+            self._requeue(failed, self._backoff.failed())
+        for diff in diffs:
+            self._publish(diff)
+        _log_applied(len(objects), diffs)
+
+    def _requeue(self, objects: dict[str, SourceObject], delay: float) -> None:
+        self._dirty = objects | self._dirty  # what came meanwhile is newer news of the same keys
+        asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _run_rescan(self, request: _Rescan) -> None:
         try:
@@ -270,12 +249,18 @@ class Pipeline:
 
     def _publish(self, diff: Diff) -> None:
         """Tell the listeners what changed, if anything did."""
+        self._future.mind()
         if diff:
             for listener in self.listeners:
                 try:
                     listener(diff)
                 except Exception:  # a sink's bug must not stop the index from following the store
                     logger.exception("listener %r failed", listener)
+
+
+def _log_applied(count: int, diffs: list[Diff]) -> None:
+    added, updated, removed = (sum(len(getattr(d, part)) for d in diffs) for part in ("added", "updated", "removed"))
+    logger.info("applied %d changed keys: %d added, %d updated, %d removed", count, added, updated, removed)
 
 
 def _load_figures(report: RescanReport, pipeline: Pipeline, how: str) -> tuple[object, ...]:

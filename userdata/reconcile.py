@@ -17,8 +17,9 @@ from typing import Any
 from . import scan, tuning
 from .catalog import Catalog, Changes, Hint, Outcome
 from .index import Diff, UserIndex
+from .names import shown
 from .objects import SourceObject
-from .records import InvalidRecord, parse_user_csv
+from .records import FUTURE_BIRTHTS, InvalidRecord, parse_user_csv
 from .scan import Contents
 from .stores import Listing, ObjectError, Store, Version
 
@@ -46,6 +47,8 @@ class Reconciler:
         self.catalog = Catalog(prefix, index.get)
         #: While a scan runs: the users a refresh applied meanwhile, which the scan leaves alone.
         self._fresher: set[str] | None = None
+        #: CSVs rejected for a birthts in the future: key -> that birthts (ms), when to read it again
+        self.future: dict[str, int] = {}
 
     async def refresh(self, objects: Collection[SourceObject]) -> Diff:
         """Look at these objects again: their CSVs are read, their images' versions asked for."""
@@ -71,6 +74,18 @@ class Reconciler:
             return False
         self.catalog = catalog
         return True
+
+    async def refresh_each(self, objects: Mapping[str, SourceObject]) -> tuple[list[Diff], dict[str, SourceObject]]:
+        """Each object refreshed on its own, so that one that fails holds up no other: what
+        changed, and the objects that failed still (logged)."""
+        diffs, failed = [], {}
+        for key, obj in objects.items():
+            try:
+                diffs.append(await self.refresh([obj]))
+            except Exception:
+                logger.exception("failed to apply %s", shown(key))
+                failed[key] = obj
+        return diffs, failed
 
     async def scan(self, *, force: bool) -> tuple[Diff, list[dict[Any, Any]]]:
         """List the store, then :meth:`scan_all` (``force``) or :meth:`scan_changed` what it holds.
@@ -110,8 +125,9 @@ class Reconciler:
             contents = await self._read(read)
             users = await tuning.off_loop(scan.records, catalog, contents)
             _log_rejected(catalog, contents)
+            future = _future_of(catalog)
             if not rescan and not fresher:
-                self.catalog = catalog
+                self.catalog, self.future = catalog, future
                 return index.assign(users), []
             upserts, removals = await tuning.off_loop(index.differences, users)
             # From here to the index's apply, one synchronous step: what refreshes applied while
@@ -119,6 +135,7 @@ class Reconciler:
             old, self.catalog = self.catalog, catalog
             for user_id in fresher:
                 catalog.adopt(old, user_id)
+            self.future = _future_of(catalog)
             if fresher:
                 upserts = [record for record in upserts if record.user_id not in fresher]
                 removals = [user_id for user_id in removals if user_id not in fresher]
@@ -143,6 +160,7 @@ class Reconciler:
             outcomes = {key: o for key, o in outcomes.items() if key in found}
         changes: Changes = catalog.apply(found, outcomes)
         _log_rejected(catalog, outcomes)
+        _note_future(self.future, outcomes, found)
         return self.index.apply(*changes)
 
     @contextlib.contextmanager
@@ -178,3 +196,30 @@ def _log_rejected(catalog: Catalog, read: Mapping[str, object]) -> None:
     for key in rejected if len(rejected) < len(read) else read:
         if key in read and key in rejected and key not in catalog.conflicts:
             logger.warning("rejected %s: %s", key, rejected[key])
+
+
+def _birthts_due(reason: str) -> int | None:
+    """The birthts a rejection for one in the future names, None for any other rejection."""
+    if not reason.startswith(FUTURE_BIRTHTS):
+        return None
+    with contextlib.suppress(ValueError):
+        return int(reason[len(FUTURE_BIRTHTS) + 1 :])
+    return None
+
+
+def _future_of(catalog: Catalog) -> dict[str, int]:
+    """The CSVs of ``catalog`` rejected for a birthts in the future, and when it comes."""
+    return {key: due for key, reason in catalog.rejected.items() if (due := _birthts_due(reason)) is not None}
+
+
+def _note_future(future: dict[str, int], outcomes: Mapping[str, Outcome], found: Mapping[str, object]) -> None:
+    """Keep ``future`` up to date with what was just read (or found gone)."""
+    for key, outcome in outcomes.items():
+        due = _birthts_due(outcome) if isinstance(outcome, str) else None
+        if due is None:
+            future.pop(key, None)
+        else:
+            future[key] = due
+    for key, version in found.items():
+        if version is None:
+            future.pop(key, None)

@@ -15,6 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .backoff import DEFAULT_DELAYS
+from .redact import HIDDEN, redacted_url, url_secrets
+from .stores import MAX_OBJECT_SIZE
 
 __all__ = ("OPTIONS", "Settings", "SettingsError", "resolve")
 
@@ -39,6 +41,7 @@ class Settings:
     database_url: str | None = None
     webhook_token: str | None = None
     log_level: str = "info"
+    max_object_size: int = MAX_OBJECT_SIZE
     # Tuning, not on the command line: tests pass small values, or switch parts off.
     watch: bool = True
     watch_debounce_ms: int = 200
@@ -64,30 +67,45 @@ class Settings:
             raise SettingsError(f"output_key: {self.output_key!r} must not be a source object")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"log_level: {self.log_level!r} is not debug, info, warning or error")
+        self._check_numbers()
+        if self.database_url is not None and urlsplit(self.database_url).scheme not in ("postgresql", "postgres"):
+            raise SettingsError(f"database_url: not a postgresql:// URL: {redacted_url(self.database_url)!r}")
+
+    def _check_numbers(self) -> None:
+        if self.max_object_size < 1:
+            raise SettingsError(f"max_object_size: {self.max_object_size} is not a number of bytes >= 1")
         if not 0 <= self.port <= 65535:
             raise SettingsError(f"port: {self.port} is not 0..65535")
         if not (math.isfinite(self.rescan_interval) and self.rescan_interval >= 0):
             raise SettingsError(f"rescan_interval: {self.rescan_interval} is not a number of seconds >= 0")
-        if self.database_url is not None and urlsplit(self.database_url).scheme not in ("postgresql", "postgres"):
-            raise SettingsError(f"database_url: not a postgresql:// URL: {_hide_password(self.database_url)!r}")
 
     def __repr__(self) -> str:
         shown = []
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "webhook_token" and value:
-                value = "***"
+                value = HIDDEN
             elif f.name == "database_url" and value:
-                value = _hide_password(value)
+                value = redacted_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
 
+    def chosen(self) -> str:
+        """The settings users choose (the command line's), secrets hidden: for the startup line."""
+        shown = []
+        for name in OPTIONS:
+            value = getattr(self, name)
+            if name == "webhook_token" and value:
+                value = HIDDEN
+            elif name == "database_url" and value:
+                value = redacted_url(value)
+            shown.append(f"{name}={'' if value is None else value}")
+        return " ".join(shown)
 
-def _hide_password(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    def secrets(self) -> set[str]:
+        """What no log line may show: the database password, the webhook token."""
+        found = url_secrets(self.database_url) if self.database_url else set()
+        return found | {self.webhook_token} if self.webhook_token else found
 
 
 def _positive_int(text: str) -> int:
@@ -120,6 +138,7 @@ OPTIONS: dict[str, Any] = {
     "database_url": _text,
     "webhook_token": _text,
     "log_level": str.lower,
+    "max_object_size": _positive_int,
 }
 
 

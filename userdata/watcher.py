@@ -16,6 +16,7 @@ import asyncio
 import enum
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable
 from contextlib import suppress
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Literal
 from watchfiles import Change, awatch
 
 from .backoff import DEFAULT_DELAYS, Backoff
+from .names import bad_name
 from .objects import SourceObject, classify
 
 __all__ = ("RESCAN", "ObjectOf", "Watcher", "folder_objects", "minio_objects")
@@ -47,10 +49,13 @@ def folder_objects(source_dir: Path, prefix: str) -> ObjectOf:
     """Paths of files directly in ``source_dir`` -> source objects."""
     directory = str(Path(source_dir).resolve())
 
-    def object_of(path: str) -> SourceObject | None:
+    def object_of(path: str) -> SourceObject | Literal[_Many.RESCAN] | None:
         if os.path.dirname(path) != directory:
             return None
-        return classify(prefix + os.path.basename(path), prefix)
+        name = os.path.basename(path)
+        if bad_name(name) and name[-4:].lower() in (".csv", ".png"):
+            return RESCAN  # no key, but the listing shows it rejected
+        return classify(prefix + name, prefix)
 
     return object_of
 
@@ -143,6 +148,7 @@ class Watcher:
                 if self._backoff.failures:
                     self.on_rescan()
                 logger.info("watching %s", self.root)
+                watched = _identity(self.root)
                 async for changes in awatch(
                     self.root,
                     watch_filter=self._wanted,
@@ -153,8 +159,6 @@ class Watcher:
                     yield_on_timeout=True,
                     rust_timeout=1000,
                 ):
-                    self.error = None  # the watch is up: reached on the first batch or timeout
-                    self._backoff.succeeded()
                     meanings = {self.object_of(path) for _, path in changes}
                     if RESCAN in meanings:
                         self.on_rescan()
@@ -162,10 +166,32 @@ class Watcher:
                     if objects:
                         logger.debug("file events for %s", sorted(obj.key for obj in objects))
                         self.submit(objects)
+                    # A watch follows the folder it began on: one removed, moved away, unmounted or
+                    # made again is no longer watched, and says nothing. After every batch and at
+                    # least every second (rust_timeout), the folder must still be that one.
+                    if _identity(self.root) != watched:
+                        raise FileNotFoundError(f"{self.root} was removed or replaced")
+                    self.error = None  # the watch is up: reached on the first batch or timeout
+                    self._backoff.succeeded()
                 return
             except Exception as e:
                 delay = self._backoff.failed()
+                if _identity(self.root) is None:  # gone: look for it again often, it may be back soon
+                    delay = min(delay, _MISSING_POLL)
                 self.error = f"not watching {self.root}: {e}"
                 logger.warning("%s; retrying in %.1f s", self.error, delay)
                 with suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.stop_event.wait(), delay)
+
+
+#: Seconds between looks for a watched folder that is gone.
+_MISSING_POLL = 0.5
+
+
+def _identity(path: str) -> tuple[int, int] | None:
+    """Which folder ``path`` is now (device and inode), None if there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None

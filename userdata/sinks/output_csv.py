@@ -6,6 +6,7 @@ With it, the catalog's hint (:mod:`.catalog_hint`), from the same rendering.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import logging
@@ -17,8 +18,8 @@ from sys import intern
 from ..backoff import DEFAULT_DELAYS, Backoff
 from ..catalog import Catalog, Hint
 from ..index import Diff, UserIndex
-from ..pipeline import Restored
 from ..records import InvalidRecord, UserRecord
+from ..reports import Restored
 from ..stores import ObjectError, Store, StoreUnavailable
 from . import catalog_hint
 from .snapshot import HEADER, digest, encode, render, rows_of
@@ -125,6 +126,9 @@ class OutputWriter:
 
     async def restore(self) -> Restored:
         """The records of the existing output.csv, each user's last good one, and its hint."""
+        for key in (self.key, self.hint_key):
+            with contextlib.suppress(OSError):
+                await self.store.remove_leftovers(key)
         try:
             data = await self.store.read(self.key)
         except ObjectError as e:
@@ -194,6 +198,7 @@ class OutputWriter:
                     return failed
                 self._digest = snapshot.output_digest
                 self.writes += 1
+                self.error = None  # output.csv is written: a failing hint's write says so again
                 self._hint_digest = None  # the old one no longer pairs with output.csv
             if snapshot.hint is not None and snapshot.hint_digest != self._hint_digest:
                 if (failed := await self._put(self.hint_key, snapshot.hint)) is not None:

@@ -22,6 +22,7 @@ import asyncpg
 
 from ..backoff import DEFAULT_DELAYS, Backoff
 from ..index import Diff, UserIndex
+from ..redact import Redactor, url_secrets
 from .backlog import Backlog
 from .postgres_table import DB_ERRORS, DatabaseUnavailable, open_pool, pg_microseconds, replace_all, write_changes
 
@@ -74,6 +75,7 @@ class PostgresMirror:
         lag_limit: float = 30.0,
     ) -> None:
         self.database_url = database_url
+        self._redactor = Redactor(url_secrets(database_url))  # an error may quote the URL
         self.index = index
         self.lag_limit = lag_limit
         #: why the database cannot be used right now, None when it can
@@ -181,7 +183,7 @@ class PostgresMirror:
         """Record a failure; returns how long to wait before trying again."""
         self._full_sync_needed = True  # who knows what happened to the table meanwhile
         self._terminate_pool()
-        self.error = str(error) or type(error).__name__
+        self.error = self._redactor.redact(str(error)) or type(error).__name__
         delay = self._backoff.failed()
         if isinstance(error, (DatabaseUnavailable, *DB_ERRORS)):
             logger.warning("database mirror behind (%s); trying again in %.1f s", self.error, delay)

@@ -36,9 +36,23 @@ def rows_of(records: Iterable[UserRecord]) -> Iterable[tuple[object, ...]]:
 def encode(rows: Iterable[Iterable[object]]) -> bytes:
     """CSV lines of ``rows``, UTF-8; the writer keeps no state between rows, so the lines of a
     whole file are the lines of its parts, one after the other."""
+    rows = rows if isinstance(rows, list) else list(rows)
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue().encode()
+    text = buf.getvalue()
+    if "\r" in text:
+        # With "\n" as line end, csv quotes no bare CR, which a reader then takes for a line
+        # end: rows holding one are written again, each of their fields quoted.
+        buf = io.StringIO()
+        plain, quoted = (
+            csv.writer(buf, lineterminator="\n"),
+            csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL),
+        )
+        for row in rows:
+            fields = list(row)
+            (quoted if any("\r" in str(f) for f in fields) else plain).writerow(fields)
+        text = buf.getvalue()
+    return text.encode()
 
 
 def digest(data: bytes) -> bytes:

@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Hashable
 from typing import Protocol, TypeVar
 
-__all__ = ("Listing", "ObjectError", "Store", "StoreUnavailable", "Version")
+__all__ = ("MAX_OBJECT_SIZE", "Listing", "ObjectError", "Store", "StoreUnavailable", "Version", "too_large")
 
 Version = Hashable
 #: key -> version of every object directly under the source prefix
 Listing = dict[str, Version]
 T = TypeVar("T")
+#: Bytes a source object may have at most (far above any user's CSV): a larger one is rejected
+#: unread, and no read holds more, so one huge file costs neither memory nor time.
+MAX_OBJECT_SIZE = 1 << 20
 
 
 class StoreUnavailable(ConnectionError):
@@ -25,8 +28,19 @@ class ObjectError(Exception):
     """One object exists but cannot be read (permissions, say); the store itself works."""
 
 
+def too_large(size: int, limit: int) -> ObjectError:
+    """The error of an object past the size limit."""
+    return ObjectError(f"{size:,} bytes or more, larger than the limit of {limit:,} (--max-object-size)")
+
+
 class Store(Protocol):
     """What the pipeline and the sinks need of a store."""
+
+    @property
+    def bad_names(self) -> dict[str, str]:
+        """Names of source objects (``*.csv``, ``*.png``) the last listing found but left out, as
+        no key may be such a name (see :mod:`userdata.names`): escaped name -> why."""
+        ...
 
     def describe(self) -> str:
         """Where the store is, for logs and /health."""
@@ -49,6 +63,8 @@ class Store(Protocol):
     ) -> dict[str, tuple[Version, T] | ObjectError | None]:
         """Version and ``parse(body)`` of each key, None where the object does not exist (any more).
 
+        An object larger than the store's ``max_object_size`` is an ObjectError, read no further.
+
         ``parse`` runs as the bodies arrive, so a large batch is never held as bytes; it must not
         raise, and may run on another thread (the folder store parses where it reads).
         """
@@ -64,6 +80,10 @@ class Store(Protocol):
 
     async def write(self, key: str, data: bytes) -> None:
         """Replace one object (any key in the bucket) whole: readers see the old or the new."""
+        ...
+
+    async def remove_leftovers(self, key: str) -> int:
+        """Remove what interrupted writes of ``key`` left behind (none in S3); how many."""
         ...
 
     async def close(self) -> None: ...

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+import glob
 import logging
 import os
 import stat
@@ -14,7 +16,8 @@ from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
-from . import Listing, ObjectError, StoreUnavailable, Version
+from ..names import bad_name, shown, why_bad
+from . import MAX_OBJECT_SIZE, Listing, ObjectError, StoreUnavailable, Version, too_large
 
 __all__ = ("FolderStore", "ThreadTrials")
 
@@ -44,15 +47,21 @@ class FolderStore:
     :param bucket: the bucket's folder in it
     :param prefix: the source prefix (a folder of the bucket's, or "")
     :param threads: threads that read at most, where that is faster than one (see read_many)
+    :param max_object_size: bytes a source object may have at most (read_many)
     """
 
-    def __init__(self, data_dir: Path, bucket: str, prefix: str, *, threads: int = 2) -> None:
+    def __init__(
+        self, data_dir: Path, bucket: str, prefix: str, *, threads: int = 2, max_object_size: int = MAX_OBJECT_SIZE
+    ) -> None:
         self.root = Path(data_dir) / bucket
         self._root_str = str(self.root)
         self.prefix = prefix
         self.source_dir = self.root / prefix if prefix else self.root
         self._threads = asyncio.Semaphore(threads)
         self._thread_count = threads
+        self.max_object_size = max_object_size
+        #: source-object names of the last listing that cannot be keys: escaped name -> why
+        self.bad_names: dict[str, str] = {}
 
     def describe(self) -> str:
         return f"folder {self.source_dir}"
@@ -76,21 +85,29 @@ class FolderStore:
 
     def _list_objects(self, versions: bool) -> Listing:
         listing: Listing = {}
+        bad: dict[str, str] = {}
         try:
             with os.scandir(self.source_dir) as entries:
                 for entry in entries:
+                    name = entry.name
                     try:
-                        if entry.is_file():
-                            wanted = versions and entry.name[-4:].lower() != ".png"
-                            listing[self.prefix + entry.name] = _version(entry.stat()) if wanted else _PRESENT
-                    except FileNotFoundError:
-                        continue  # removed while listing
+                        if not entry.is_file():  # folders, FIFOs, sockets, devices, dangling links
+                            continue
+                        if bad_name(name):
+                            if name[-4:].lower() in (".csv", ".png"):
+                                bad[shown(self.prefix + name)] = why_bad(name)
+                            continue
+                        wanted = versions and name[-4:].lower() != ".png"
+                        listing[self.prefix + name] = _version(entry.stat()) if wanted else _PRESENT
+                    except OSError:  # removed while listed, a symlink loop, no permission: not a file
+                        continue
         except (FileNotFoundError, NotADirectoryError) as e:
             # A missing source folder is more likely an unmounted volume than every user
             # deleted: keep serving what is indexed.
             raise StoreUnavailable(f"source folder {self.source_dir} not found") from e
         except OSError as e:
             raise StoreUnavailable(f"cannot list {self.source_dir}: {e.strerror}") from e
+        self.bad_names = bad
         return listing
 
     async def read_many(
@@ -99,7 +116,7 @@ class FolderStore:
         # Each body is parsed at once by the thread that read it: bytes are never held in bulk,
         # only outcomes come back, and the event loop does none of the parsing.
         def read_parsed(key: str) -> tuple[Version, T] | ObjectError | None:
-            found = self._read_one(key)
+            found = self._read_one(key, self.max_object_size)
             return found if found is None or isinstance(found, ObjectError) else (found[0], parse(found[1]))
 
         out: dict[str, tuple[Version, T] | ObjectError | None] = {}
@@ -132,8 +149,10 @@ class FolderStore:
             out.update(part)
         return out
 
-    def _read_one(self, key: str) -> tuple[Version, bytes] | ObjectError | None:
-        """An object is a regular file (symlinks followed); anything else does not exist."""
+    def _read_one(self, key: str, limit: int | None = None) -> tuple[Version, bytes] | ObjectError | None:
+        """An object is a regular file (symlinks followed); anything else does not exist. One
+        past ``limit`` bytes is an ObjectError: read not at all when its size says so, else no
+        further than the limit (it grew meanwhile)."""
         try:
             # O_NONBLOCK: opening a FIFO must not wait for a writer; no effect on regular files.
             fd = os.open(f"{self._root_str}/{key}", os.O_RDONLY | os.O_NONBLOCK)
@@ -147,11 +166,16 @@ class FolderStore:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return None
+            if limit is not None and st.st_size > limit:
+                return too_large(st.st_size, limit)
             data = os.read(fd, st.st_size + 1)
             if len(data) != st.st_size:  # a short read, or it grew since the fstat: read to the end
-                chunks = [data]
+                chunks, size = [data], len(data)
                 while chunk := os.read(fd, 1 << 16):
                     chunks.append(chunk)
+                    size += len(chunk)
+                    if limit is not None and size > limit:
+                        return too_large(size, limit)
                 data = b"".join(chunks)
         except OSError as e:
             return ObjectError(e.strerror or str(e))
@@ -190,6 +214,22 @@ class FolderStore:
             with _suppress_oserror():
                 os.unlink(tmp)
             raise
+
+    async def remove_leftovers(self, key: str) -> int:
+        return await asyncio.to_thread(self._remove_leftovers, self.root / key)
+
+    @staticmethod
+    def _remove_leftovers(path: Path) -> int:
+        """Remove the temporary files of writes of ``path`` that never got to their rename (the
+        process was killed): ``_write``'s names, ``.<name>.<random>.tmp``."""
+        removed = 0
+        with contextlib.suppress(OSError):
+            for leftover in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+                    removed += 1
+                    logger.info("removed %s, left by a write that was interrupted", leftover)
+        return removed
 
     async def close(self) -> None:
         pass

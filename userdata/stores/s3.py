@@ -17,8 +17,9 @@ from html import unescape
 from typing import TypeVar
 from urllib.parse import unquote_plus
 
-from . import Listing, ObjectError, StoreUnavailable, Version
-from .s3_http import Answer, S3Client
+from ..names import bad_name, shown, why_bad
+from . import MAX_OBJECT_SIZE, Listing, ObjectError, StoreUnavailable, Version, too_large
+from .s3_http import Answer, S3Client, TooLarge
 from .sigv4 import Credentials, quote_key
 
 __all__ = ("S3Store",)
@@ -68,6 +69,7 @@ class S3Store:
     :param max_attempts: tries of one request, with backoff between them
     :param credentials: what to sign with; None: found as the AWS SDKs find them
     :param region: the signing region; None: AWS_DEFAULT_REGION or the profile's, else us-east-1
+    :param max_object_size: bytes a source object may have at most (read_many)
     """
 
     def __init__(
@@ -82,8 +84,10 @@ class S3Store:
         max_attempts: int = 3,
         credentials: Credentials | None = None,
         region: str | None = None,
+        max_object_size: int = MAX_OBJECT_SIZE,
     ) -> None:
         self.endpoint = endpoint.rstrip("/")
+        self.max_object_size = max_object_size
         self.bucket = bucket
         self.prefix = prefix
         self.concurrency = concurrency
@@ -97,6 +101,8 @@ class S3Store:
             region=region,
         )
         self._requests = asyncio.Semaphore(concurrency)
+        #: source-object keys of the last listing that cannot be keys here: escaped key -> why
+        self.bad_names: dict[str, str] = {}
         self._bucket_path = "/" + quote_key(bucket)
 
     def describe(self) -> str:
@@ -107,11 +113,15 @@ class S3Store:
         unreachable server is no error here."""
         await self._client.open()
 
+    async def remove_leftovers(self, key: str) -> int:
+        return 0  # a PUT is whole or nothing
+
     async def close(self) -> None:
         await self._client.close()
 
     async def list_objects(self, *, versions: bool = True) -> Listing:  # ETags come with the names
         listing: Listing = {}
+        bad: dict[str, str] = {}
         params = {"list-type": "2", "prefix": self.prefix, "delimiter": "/", "encoding-type": "url"}
         while True:
             try:
@@ -120,9 +130,15 @@ class S3Store:
             except Answer as e:
                 raise StoreUnavailable(f"cannot list {self.bucket}/{self.prefix}: {e}") from e
             page = body.decode()
-            listing.update(_objects(page))
+            for key, etag in _objects(page):
+                if bad_name(key):
+                    if key[-4:].lower() in (".csv", ".png"):
+                        bad[shown(key)] = why_bad(key)
+                else:
+                    listing[key] = etag
             token = _NEXT.search(page)
             if not _TRUNCATED.search(page) or token is None:
+                self.bad_names = bad
                 return listing
             params["continuation-token"] = unescape(token[1])
 
@@ -130,7 +146,7 @@ class S3Store:
         self, keys: Collection[str], parse: Callable[[bytes], T]
     ) -> dict[str, tuple[Version, T] | ObjectError | None]:
         async def get(key: str) -> tuple[Version, T] | ObjectError | None:
-            found = await self._get(key)
+            found = await self._get(key, self.max_object_size)
             if found is None or isinstance(found, ObjectError):
                 return found
             etag, data = found
@@ -190,11 +206,13 @@ class S3Store:
             raise
         return out
 
-    async def _get(self, key: str) -> tuple[Version, bytes] | ObjectError | None:
+    async def _get(self, key: str, limit: int | None = None) -> tuple[Version, bytes] | ObjectError | None:
         try:
-            headers, body = await self._client.request("GET", self._path(key))
+            headers, body = await self._client.request("GET", self._path(key), limit=limit)
         except Answer as e:
             return _object_error(e, key)
+        except TooLarge as e:
+            return too_large(e.size, self.max_object_size)
         return headers.get("ETag", ""), body
 
     async def _head(self, key: str) -> Version | ObjectError | None:

@@ -34,6 +34,14 @@ _CODE = re.compile(r"<Code>([^<]*)</Code>")
 _MESSAGE = re.compile(r"<Message>([^<]*)</Message>")
 
 
+class TooLarge(Exception):
+    """A body past the limit a request was made with: ``size`` bytes or more."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
 class Answer(Exception):
     """An S3 error answer: its status, code and message."""
 
@@ -95,9 +103,11 @@ class S3Client:
         body: bytes = b"",
         payload_sha256: str = EMPTY_SHA256,
         content_type: str | None = None,
+        limit: int | None = None,
     ) -> tuple[Mapping[str, str], bytes]:
         """(headers, body) of a 2xx answer; raises Answer for another answer, and
-        StoreUnavailable when the server cannot be reached, after ``max_attempts`` tries."""
+        StoreUnavailable when the server cannot be reached, after ``max_attempts`` tries.
+        A 2xx body longer than ``limit`` raises TooLarge, read no further than that."""
         assert self._session is not None, "open() first"
         if self._signer is None:
             await self._find_credentials()
@@ -113,8 +123,8 @@ class S3Client:
                 headers["Content-Type"] = content_type
             try:
                 async with self._session.request(method, url, headers=headers, data=body or None) as response:
-                    data = await response.read()
                     status = response.status
+                    data = await (response.read() if status >= 300 or limit is None else _capped(response, limit))
                     if status < 300:
                         return response.headers, data
                     error = _answer(status, data)
@@ -154,3 +164,16 @@ def _answer(status: int, body: bytes) -> Answer:
     text = body.decode(errors="replace")
     code, message = _CODE.search(text), _MESSAGE.search(text)
     return Answer(status, unescape(code[1]) if code else str(status), unescape(message[1]) if message else "")
+
+
+async def _capped(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, unless it is (or says it is) longer than ``limit``: TooLarge then."""
+    if response.content_length is not None and response.content_length > limit:
+        raise TooLarge(response.content_length)
+    chunks, size = [], 0
+    async for chunk in response.content.iter_chunked(1 << 16):
+        size += len(chunk)
+        if size > limit:  # a length that lied, or none given
+            raise TooLarge(size)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
