@@ -153,7 +153,7 @@ DOUBTS: dict[str, Callable[[Path], object]] = {
     "other-prefix": lambda tmp: _edit_hint(tmp, lambda doc: doc["meta"].update(prefix="other/")),
     "odd-entries": lambda tmp: _edit_hint(tmp, lambda doc: doc["entries"].append("src/x.csv")),
     "bad-key": lambda tmp: _edit_hint(tmp, lambda doc: doc["entries"].extend([1, "v"])),
-    "bad-version": lambda tmp: _edit_hint(tmp, lambda doc: doc["entries"].extend(["src/x.csv", {"v": 1}])),
+    "bad-version": lambda tmp: _edit_hint(tmp, lambda doc: doc["entries"].extend(["src/x.csv", [[1]]])),
     "bad-reason": lambda tmp: _edit_hint(tmp, lambda doc: doc["rejected"].update({"src/0.csv": 5})),
     "no-rejected": lambda tmp: _edit_hint(tmp, lambda doc: doc.pop("rejected")),
     "other-output": lambda tmp: (tmp / "bucket" / KEY).write_bytes(render_output([])),

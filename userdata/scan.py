@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .catalog import UNREAD, Catalog, Hint, Keys, Outcome, each_key, keys_with
+from .names import bad_name
 from .objects import classify
 from .records import UserFields, UserRecord
 from .stores import Listing, ObjectError, Version
@@ -110,20 +111,27 @@ def hinted_catalog(hint: Hint, prefix: str, current: Callable[[str], UserRecord 
     """
     catalog = Catalog(prefix, current)
     versions, csv_keys, png_keys, rejected = catalog.versions, catalog.csv_keys, catalog.png_keys, catalog.rejected
+    reasons, start = hint.rejected, len(prefix)
     for key, version in zip(hint.keys, hint.versions, strict=True):
-        obj = classify(key, prefix)
-        if obj is None:
+        # objects.classify(), inline as in fresh_catalog: this runs for every object.
+        suffix = key[-4:].lower()
+        if suffix == ".csv":
+            keys_of = csv_keys
+        elif suffix == ".png":
+            keys_of = png_keys
+        else:
             continue
-        user_id = obj.user_id
+        user_id = key[start:-4]
+        if not user_id or user_id[0] == "." or "/" in user_id or not key.startswith(prefix) or bad_name(key):
+            continue
         record = current(user_id)
         if record is not None:
             user_id = record.user_id
             if record.img_path == key:
                 key = record.img_path
-        reason = hint.rejected.get(key)
+        reason = reasons.get(key) if reasons else None
         if reason is not None:
             rejected[key] = reason
-        keys_of = csv_keys if obj.kind == "csv" else png_keys
         if version is not None and (keys_of is png_keys or record is not None or reason is not None):
             versions[key] = version
         if keys_of.setdefault(user_id, key) is not key:

@@ -98,21 +98,15 @@ def decode(data: bytes, *, bucket: str, prefix: str, output_digest: bytes | None
     keys, versions = flat[0::2], flat[1::2]
     if not all(type(key) is str for key in keys) or not all(type(r) is str for r in rejected.values()):
         raise InvalidHint("bad entries")
+    # A version of the wrong shape is no harm (it equals no listed one: that object is read
+    # again), so versions are only made what the store gives: tuples where JSON has lists.
+    # One of a single string (a placeholder) is one object for all.
     shared: dict[Version, Version] = {}
-    for i, version in enumerate(versions):
-        if type(version) is list:
-            versions[i] = _version(version, shared)
-        elif version is not None and type(version) is not str:
-            raise InvalidHint(f"bad version {version!r:.80}")
+    try:
+        for i, version in enumerate(versions):
+            if type(version) is list:
+                version = tuple(version)
+                versions[i] = shared.setdefault(version, version) if len(version) == 1 else version
+    except TypeError:  # a list within: unhashable
+        raise InvalidHint("bad version") from None
     return Hint(keys, versions, rejected)
-
-
-def _version(value: list[object], shared: dict[Version, Version]) -> Version:
-    """A version as the store gives it: JSON has lists where the store has tuples. One of
-    strings alone (a placeholder, the same for many objects) is one object for all."""
-    if all(type(v) is str for v in value):
-        version = tuple(value)
-        return shared.setdefault(version, version)
-    if all(type(v) is int for v in value):
-        return tuple(value)
-    raise InvalidHint(f"bad version {value!r:.80}")
