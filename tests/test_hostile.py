@@ -304,3 +304,85 @@ async def test_data_never_answers_500_for_any_valid_name(start_service, data_dir
     service = await start_service(fast_settings(data_dir))
     assert sorted(r["user_id"] for r in await service.get("/data")) == sorted(names)
     assert (await service.get("/stats"))["count"] == len(names)
+
+
+def _records(n: int) -> list[UserRecord]:
+    return [UserRecord(f"{i:06d}", f"First{i}", "Last, with a comma", i * 10**6, None) for i in range(n)]
+
+
+async def test_a_large_answer_is_whole_and_built_once_for_requests_asking_at_once(start_service, data_dir):
+    import asyncio
+
+    service = await start_service(fast_settings(data_dir, watch=False))
+    records = _records(3_500)  # several parts
+    service.index.apply(records)
+    selects = 0
+    select = service.index.select
+
+    def counting(*args: Any) -> Any:
+        nonlocal selects
+        selects += 1
+        return select(*args)
+
+    service.index.select = counting
+    answers = await asyncio.gather(*(service.client.get("/data") for _ in range(10)))
+    bodies = [await r.read() for r in answers]
+    assert {r.status for r in answers} == {200} and selects == 1
+    assert all(int(r.headers["Content-Length"]) == len(b) for r, b in zip(answers, bodies, strict=True))
+    assert orjson.loads(bodies[0]) == [r._asdict() for r in records] and len(set(bodies)) == 1
+    assert (await service.client.get("/data")).status == 200 and selects == 1  # and kept while unchanged
+
+
+async def test_slow_clients_of_a_large_answer_share_it_and_hold_no_copy_each(start_service, data_dir):
+    import tracemalloc
+
+    service = await start_service(fast_settings(data_dir, watch=False))
+    service.index.apply(_records(60_000))  # a body of about 6.5 MB
+    host, port = service.client.host, service.client.port
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        clients = []
+        for _ in range(20):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # what a slow reader takes in
+            sock.connect((host, port))
+            sock.sendall(b"GET /data HTTP/1.1\r\nHost: x\r\n\r\n")  # and never read
+            sock.setblocking(False)
+            clients.append(sock)
+
+        def all_answered() -> bool:
+            return all(_has_bytes(sock) for sock in clients)
+
+        await wait_until(all_answered, message="every client's answer under way")
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+        for sock in clients:
+            sock.close()
+    assert grown < 20_000_000, f"{grown:,} bytes for 20 clients of a 6.5 MB answer"
+
+
+def _has_bytes(sock: socket.socket) -> bool:
+    try:
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
+
+
+async def test_a_due_file_is_submitted_once_until_it_is_read_again() -> None:
+    from types import SimpleNamespace
+
+    from userdata.future import FutureBirthts
+
+    reconciler = SimpleNamespace(prefix="src/", future={"src/a.csv": 0})  # long due
+    submitted: list[list[str]] = []
+    future = FutureBirthts(reconciler, lambda objects: submitted.append([o.key for o in objects]))  # type: ignore[arg-type]
+    future.mind()
+    await wait_until(lambda: submitted == [["src/a.csv"]])
+    assert future._timer is None  # not armed again while the pipeline has it
+    future.mind()  # another change applied meanwhile: still not submitted again
+    assert future._timer is None
+    reconciler.future["src/a.csv"] = 1  # read again, and still (another birthts) in the future
+    future.mind()
+    await wait_until(lambda: len(submitted) == 2)

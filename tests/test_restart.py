@@ -23,7 +23,7 @@ KEY = "out/output.csv"
 HINT = hint_key(KEY)
 
 
-async def start(store: SpyStore, *, hint: bool = True) -> tuple[Pipeline, OutputWriter]:
+async def start(store: SpyStore, *, hint: bool = True, max_object_size: int = 1 << 20) -> tuple[Pipeline, OutputWriter]:
     """A start as the service makes one: output.csv and its hint restored, a load, both written.
 
     ``hint=False``: the reference, a start that reads every object (output.csv still restored).
@@ -31,7 +31,8 @@ async def start(store: SpyStore, *, hint: bool = True) -> tuple[Pipeline, Output
     index = UserIndex()
     pipeline = Pipeline(store, index, PREFIX)
     output = OutputWriter(store, index, KEY)
-    output.follow(lambda: pipeline.reconciler.catalog, pipeline.loaded, bucket="bucket", prefix=PREFIX)
+    catalog = lambda: pipeline.reconciler.catalog  # noqa: E731
+    output.follow(catalog, pipeline.loaded, bucket="bucket", prefix=PREFIX, max_object_size=max_object_size)
 
     async def without_hint() -> Restored:
         return (await output.restore())._replace(hint=None)
@@ -240,3 +241,32 @@ async def test_a_file_that_could_not_be_read_is_read_again_at_the_next_start(tmp
     again, _ = await start(store)
     assert sorted(store.reads) == [PREFIX + "2.csv", PREFIX + "later.csv"]
     assert record(again.index, "2").first_name == "Ann2" and PREFIX + "2.csv" not in again.rejected
+
+
+async def test_a_file_the_hint_holds_no_version_of_is_found_gone_after_a_restart(tmp_path, folder):
+    # later.csv: rejected for a birthts in the future, after a good record; 2.csv: unreadable.
+    store = SpyStore(FolderStore(tmp_path, "bucket", PREFIX))
+    folder("later.csv", "first_name, last_name, birthts\nWas, Good, 5\n")
+    await start(store)
+    folder("later.csv", "first_name, last_name, birthts\nNot, Yet, 99999999999999\n")
+    store.unreadable[PREFIX + "2.csv"] = "permission denied"
+    first, _ = await start(store)
+    assert record(first.index, "later").first_name == "Was" and record(first.index, "2").first_name == "Ann2"
+    store.unreadable.clear()
+    (tmp_path / "bucket" / PREFIX / "later.csv").unlink()
+    (tmp_path / "bucket" / PREFIX / "2.csv").unlink()
+    again, _ = await start(store)
+    reference, _ = await start(store, hint=False)
+    assert "later" not in again.index and "2" not in again.index
+    assert catalog_state(again) == catalog_state(reference) and again.index.records() == reference.index.records()
+
+
+async def test_a_hint_written_under_another_size_limit_is_not_trusted(tmp_path, folder):
+    store = SpyStore(FolderStore(tmp_path, "bucket", PREFIX))
+    folder("big.csv", "first_name, last_name, birthts\nBig, " + "x" * 200 + ", 5\n")
+    first, _ = await start(store)
+    assert "big" in first.index
+    store = SpyStore(FolderStore(tmp_path, "bucket", PREFIX, max_object_size=100))
+    again, _ = await start(store, max_object_size=100)
+    assert set(store.reads) == csv_keys(tmp_path / "bucket" / PREFIX)  # every CSV judged again
+    assert "larger than the limit" in again.rejected[PREFIX + "big.csv"]

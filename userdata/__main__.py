@@ -118,7 +118,13 @@ async def process(settings: Settings) -> int:
     index = UserIndex()
     output = OutputWriter(store, index, settings.output_key)
     pipeline = Pipeline(store, index, settings.prefix)
-    output.follow(lambda: pipeline.reconciler.catalog, pipeline.loaded, bucket=settings.bucket, prefix=settings.prefix)
+    output.follow(
+        lambda: pipeline.reconciler.catalog,
+        pipeline.loaded,
+        bucket=settings.bucket,
+        prefix=settings.prefix,
+        max_object_size=settings.max_object_size,
+    )
     try:
         report = await pipeline.load(restore=output.restore)
         written = await output.flush()

@@ -124,7 +124,13 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     output = app[OUTPUT]
     pipeline.listeners.append(output.notify)
     # The catalog, persisted beside output.csv, lets the next start read only what changed.
-    output.follow(lambda: pipeline.reconciler.catalog, pipeline.loaded, bucket=settings.bucket, prefix=settings.prefix)
+    output.follow(
+        lambda: pipeline.reconciler.catalog,
+        pipeline.loaded,
+        bucket=settings.bucket,
+        prefix=settings.prefix,
+        max_object_size=settings.max_object_size,
+    )
     output_task = _start(output.run(), "output")
     if MIRROR in app:  # its first sync waits for the first load: a partial index would delete rows
         pipeline.listeners.append(app[MIRROR].notify)

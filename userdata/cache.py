@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Hashable
+import asyncio
+from collections.abc import Awaitable, Callable, Hashable
 
-__all__ = ("ResponseCache",)
+__all__ = ("Body", "ResponseCache")
+
+#: A body whole, or in parts to send one after the other (a large one).
+Body = bytes | tuple[bytes, ...]
 
 
 class ResponseCache:
@@ -13,32 +17,61 @@ class ResponseCache:
     A repeated query (a dashboard polling the same filters) is answered without searching the
     index or serialising again. The key must hold everything else that decides the answer (for
     /data: the image filter and the birth days the age filters allow on today's date); the first
-    lookup at a new index version forgets every body.
+    lookup at a new index version forgets every body. Requests for a body being built wait for
+    that one build (:meth:`shared`), so many clients asking for a large answer at once cost one.
 
     :param entries: bodies kept at most, the oldest dropped first
-    :param max_body: bytes of a body at most; larger ones are not kept
+    :param max_body: bytes of a body at most; larger ones are not kept, but for the last one
+        in parts (a large answer asked again and again is built once)
     """
 
     def __init__(self, entries: int = 32, max_body: int = 256 * 1024) -> None:
         self.entries = entries
         self.max_body = max_body
         self._version: int | None = None
-        self._bodies: dict[Hashable, bytes] = {}
+        self._bodies: dict[Hashable, Body] = {}
+        #: the last body in parts, kept whatever its size (one: they are large)
+        self._large: tuple[Hashable, Body] | None = None
+        self._building: dict[tuple[int, Hashable], asyncio.Future[Body]] = {}
 
     def __len__(self) -> int:
         return len(self._bodies)
 
-    def get(self, version: int, key: Hashable) -> bytes | None:
+    def get(self, version: int, key: Hashable) -> Body | None:
         """The body stored for ``key`` at ``version`` of the index, or None."""
         if version != self._version:
             self._bodies.clear()
+            self._large = None
             self._version = version
             return None
+        if self._large is not None and self._large[0] == key:
+            return self._large[1]
         return self._bodies.get(key)
 
-    def put(self, version: int, key: Hashable, body: bytes) -> None:
+    async def shared(self, version: int, key: Hashable, build: Callable[[], Awaitable[Body]]) -> Body:
+        """The body for ``key`` at ``version``: kept, being built for another request, or built now."""
+        body = self.get(version, key)
+        if body is not None:
+            return body
+        building = self._building.get((version, key))
+        if building is None:
+            building = self._building[version, key] = asyncio.ensure_future(build())
+            building.add_done_callback(lambda done: self._built(version, key, done))
+        return await asyncio.shield(building)
+
+    def _built(self, version: int, key: Hashable, done: asyncio.Future[Body]) -> None:
+        del self._building[version, key]
+        if not done.cancelled() and done.exception() is None:
+            self.put(version, key, done.result())
+
+    def put(self, version: int, key: Hashable, body: Body) -> None:
         """Keep ``body`` for ``key``, unless it is too large or ``version`` is not the current one."""
-        if version != self._version or len(body) > self.max_body or self.entries <= 0:
+        if version != self._version or self.entries <= 0:
+            return
+        if isinstance(body, tuple):
+            self._large = (key, body)
+            return
+        if len(body) > self.max_body:
             return
         if key not in self._bodies and len(self._bodies) >= self.entries:
             del self._bodies[next(iter(self._bodies))]

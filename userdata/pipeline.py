@@ -90,8 +90,6 @@ class Pipeline:
         """For /health: why the store cannot be used or changes not applied, None when all is well."""
         return f"store unavailable: {self.store_error}" if self.store_error is not None else self.apply_error
 
-    # Producers' side.
-
     def submit(self, objects: Iterable[SourceObject]) -> None:
         """Look at these source objects again (added, changed or deleted: the store will tell)."""
         before = len(self._dirty)
@@ -114,8 +112,6 @@ class Pipeline:
     def rescan_soon(self) -> None:
         """An incremental rescan, not waited for: a failure is logged (for the store: retried)."""
         self.rescan(force=False).add_done_callback(_retrieve)
-
-    # The consumer.
 
     async def run(self, restore: Restore | None = None) -> None:
         """Load everything (after ``restore``), then apply changes as they are asked for, until cancelled."""
@@ -168,20 +164,25 @@ class Pipeline:
 
     async def _refresh(self) -> None:
         objects, self._dirty = self._dirty, {}
+        failed: dict[str, SourceObject] | None = {}  # None: the store was lost meanwhile
         try:
             diffs = [await self.reconciler.refresh(objects.values())]
-            failed: dict[str, SourceObject] = {}
-        except StoreUnavailable as e:
-            self._requeue(objects, self._failed(e))
-            return
-        except Exception:
+        except Exception as e:
+            if isinstance(e, StoreUnavailable):
+                return self._requeue(objects, self._failed(e))
             # A bug (or an odd name) in one key must hold up no other: each is tried on its own.
             logger.exception("failed to apply %d changed keys; trying each on its own", len(objects))
-            diffs, failed = await self.reconciler.refresh_each(objects)
-        self._succeeded()
-        self.apply_error = None if not failed else f"cannot apply the changes of {len(failed)} keys (retried)"
-        if failed:
+            try:
+                diffs, failed = await self.reconciler.refresh_each(objects)
+            except StoreUnavailable as lost:  # those applied already are read again: no harm
+                diffs, failed = getattr(lost, "applied", []), None
+                self._requeue(objects, self._failed(lost))
+        if failed:  # the store answers; these are retried, with backoff
+            self.store_error, self.apply_error = None, f"cannot apply the changes of {len(failed)} keys (retried)"
             self._requeue(failed, self._backoff.failed())
+        elif failed is not None:
+            self.apply_error = None
+            self._succeeded()
         for diff in diffs:
             self._publish(diff)
         _log_applied(len(objects), diffs)
@@ -225,13 +226,9 @@ class Pipeline:
         self._publish(diff)
         if self.loaded.is_set():  # a rescan: requests are being served meanwhile
             await tuning.free_off_loop(*garbage)
+        took = round((time.monotonic() - started) * 1000)
         return RescanReport(
-            users=len(self.index),
-            added=len(diff.added),
-            updated=len(diff.updated),
-            removed=len(diff.removed),
-            rejected=len(self.rejected),
-            duration_ms=round((time.monotonic() - started) * 1000),
+            len(self.index), len(diff.added), len(diff.updated), len(diff.removed), len(self.rejected), took
         )
 
     def _failed(self, error: StoreUnavailable) -> float:

@@ -21,7 +21,7 @@ from .names import shown
 from .objects import SourceObject
 from .records import FUTURE_BIRTHTS, InvalidRecord, parse_user_csv
 from .scan import Contents
-from .stores import Listing, ObjectError, Store, Version
+from .stores import Listing, ObjectError, Store, StoreUnavailable, Version
 
 __all__ = ("Reconciler",)
 
@@ -77,11 +77,16 @@ class Reconciler:
 
     async def refresh_each(self, objects: Mapping[str, SourceObject]) -> tuple[list[Diff], dict[str, SourceObject]]:
         """Each object refreshed on its own, so that one that fails holds up no other: what
-        changed, and the objects that failed still (logged)."""
-        diffs, failed = [], {}
+        changed, and the objects that failed still (logged). StoreUnavailable is raised as it
+        comes, with what was applied before it (``error.applied``: the Diffs to publish)."""
+        diffs: list[Diff] = []
+        failed: dict[str, SourceObject] = {}
         for key, obj in objects.items():
             try:
                 diffs.append(await self.refresh([obj]))
+            except StoreUnavailable as e:
+                e.applied = diffs  # type: ignore[attr-defined]
+                raise
             except Exception:
                 logger.exception("failed to apply %s", shown(key))
                 failed[key] = obj

@@ -47,6 +47,9 @@ class InvalidRecord(ValueError):
     """A source CSV that cannot be a user; ``str(exc)`` is a one-line reason."""
 
 
+#: Bumped whenever what makes a file valid, or its record, changes: verdicts kept from before
+#: (the catalog's hint) are then not trusted.
+RULES = 1
 #: The reason's start for a birthts after the time of reading: the one rejection time can undo.
 FUTURE_BIRTHTS = "birthts in the future"
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from .catalog import Hint
+from .index import Diff
 from .records import UserRecord
 
 __all__ = ("RescanReport", "Restore", "Restored")
@@ -35,3 +37,9 @@ class RescanReport:
     removed: int
     rejected: int
     duration_ms: int
+
+    @classmethod
+    def of(cls, diff: Diff, users: int, rejected: int, started: float) -> RescanReport:
+        """The report of a rescan that found ``diff`` and began at ``started`` (time.monotonic)."""
+        took = round((time.monotonic() - started) * 1000)
+        return cls(users, len(diff.added), len(diff.updated), len(diff.removed), rejected, took)

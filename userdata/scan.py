@@ -106,7 +106,8 @@ def fresh_catalog(
 def hinted_catalog(hint: Hint, prefix: str, current: Callable[[str], UserRecord | None]) -> tuple[Catalog, int]:
     """The catalog a start-up hint describes, and how many of its users ``current`` holds.
 
-    A CSV neither rejected nor backed by a record gets no version, so the next scan reads it.
+    A CSV neither rejected nor backed by a record, or whose version the hint does not hold, gets
+    UNREAD, so the next scan reads it (or finds it gone).
     Strings are taken from the records where equal, as :func:`fresh_catalog` does.
     """
     catalog = Catalog(prefix, current)
@@ -132,8 +133,11 @@ def hinted_catalog(hint: Hint, prefix: str, current: Callable[[str], UserRecord 
         reason = reasons.get(key) if reasons else None
         if reason is not None:
             rejected[key] = reason
-        if version is not None and (keys_of is png_keys or record is not None or reason is not None):
-            versions[key] = version
+        # A version the hint does not vouch for (none kept, or a CSV with neither a record nor a
+        # reason) is UNREAD: it equals no listed one, so the object is read again if it is
+        # there, and found gone if it is not.
+        usable = version is not None and (keys_of is png_keys or record is not None or reason is not None)
+        versions[key] = version if usable else UNREAD
         if keys_of.setdefault(user_id, key) is not key:
             keys_of[user_id] = keys_with(keys_of[user_id], key)
     return catalog, _note_conflicts(catalog)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hmac
 import math
@@ -14,11 +15,13 @@ import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
+from .cache import Body
 from .events import InvalidEvent, objects_from_event
 from .health import check_health
 from .index import Filters, birth_days
 from .keys import DATA_CACHE, INDEX, PIPELINE, SETTINGS
 from .middleware import BadRequest, json_error
+from .records import UserRecord
 from .stores import StoreUnavailable
 
 __all__ = ("parse_filters", "routes")
@@ -76,31 +79,49 @@ def _now_ms() -> int:
 
 
 @routes.get("/data")
-async def get_data(request: web.Request) -> web.Response:
+async def get_data(request: web.Request) -> web.StreamResponse:
     filters = parse_filters(request.query)
     index, cache = request.app[INDEX], request.app[DATA_CACHE]
-    now_ms = _now_ms()
     # What decides the answer besides the index: the image filter and the span of birth days
     # the age filters allow today (min_age=30 and min_age=29.5 share a body).
-    span = birth_days(filters, now_ms)
+    span = birth_days(filters, _now_ms())
     key = (filters.has_image, span)
-    body = cache.get(index.version, key)
-    if body is None:
-        # Plain dicts: orjson writes them several times faster than slotted dataclasses.
-        body = orjson.dumps(
-            [
-                {
-                    "user_id": user_id,
-                    "first_name": first_name,
-                    "last_name": last_name,
-                    "birthts": birthts,
-                    "img_path": img_path,
-                }
-                for user_id, first_name, last_name, birthts, img_path in index.select(filters.has_image, span)
-            ]
-        )
-        cache.put(index.version, key, body)
-    return web.Response(body=body, content_type="application/json")
+    body = await cache.shared(index.version, key, lambda: _render(index.select(filters.has_image, span)))
+    if isinstance(body, bytes):
+        return web.Response(body=body, content_type="application/json")
+    # In parts, each written when the client has taken the last: a slow client holds no copy.
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.content_length = sum(map(len, body))
+    await response.prepare(request)
+    for part in body:
+        await response.write(part)
+    await response.write_eof()
+    return response
+
+
+#: Records per part of a large /data answer: each part is rendered between other requests.
+_PART = 1000
+
+
+async def _render(records: list[UserRecord]) -> Body:
+    """The JSON array of ``records``: whole if small, else in parts rendered a slice at a time."""
+    if len(records) <= _PART:
+        return orjson.dumps(_dicts(records))
+    parts = [b"["]
+    for start in range(0, len(records), _PART):
+        part = orjson.dumps(_dicts(records[start : start + _PART]))
+        parts.append(part[1:-1] if start == 0 else b"," + part[1:-1])
+        await asyncio.sleep(0)
+    parts.append(b"]")
+    return tuple(parts)
+
+
+def _dicts(records: list[UserRecord]) -> list[dict[str, object]]:
+    # Plain dicts: orjson writes them several times faster than slotted dataclasses.
+    return [
+        {"user_id": user_id, "first_name": first_name, "last_name": last_name, "birthts": birthts, "img_path": img_path}
+        for user_id, first_name, last_name, birthts, img_path in records
+    ]
 
 
 @routes.get("/stats")

@@ -6,11 +6,12 @@ those the user's row of output.csv was rendered with. A restart that finds both,
 a pair, lists the store and reads only the objects whose versions differ from the hint's (see
 :meth:`~userdata.reconcile.Reconciler.resume`).
 
-It is only ever a hint: it names the digest of the output.csv it was written with, the bucket
-and the prefix, and any doubt (missing, unreadable, another format, another output.csv, bucket
-or prefix) means a full read. A version the store would never list (an object that could not
-be read) is written as null, and so is that of a file rejected for a birthts in the future,
-which time alone may make valid: the next start reads both again.
+It is only ever a hint: it names the digest of the output.csv it was written with, the bucket,
+the prefix, the size limit and the version of the rules files were judged by, and any doubt
+(missing, unreadable, another format, another output.csv or any of those) means a full read.
+A version the store would never list (an object that could not be read) is written as null,
+and so is that of a file rejected for a birthts in the future, which time alone may make
+valid: the next start reads both again (or finds them gone).
 
 The object is JSON, each key followed by its version, the reasons apart (they are few), the
 meta last so that it is written once output.csv's digest is known:
@@ -73,14 +74,15 @@ def encode_entries(batch: list[Any], *, first: bool) -> bytes:
     return body if first else b"," + body
 
 
-def encode_tail(rejected: dict[str, str], *, bucket: str, prefix: str, output_digest: bytes) -> bytes:
-    """The end of the object: the reasons, and the meta a restart checks before it trusts the rest."""
-    meta = {"format": FORMAT, "bucket": bucket, "prefix": prefix, "output": output_digest.hex()}
+def encode_tail(rejected: dict[str, str], where: dict[str, object], *, output_digest: bytes) -> bytes:
+    """The end of the object: the reasons, and the meta a restart checks before it trusts the
+    rest (``where``: what the verdicts depend on, such as the bucket, prefix and size limit)."""
+    meta = {"format": FORMAT, **where, "output": output_digest.hex()}
     return b'],"rejected":' + orjson.dumps(rejected) + b',"meta":' + orjson.dumps(meta) + b"}"
 
 
-def decode(data: bytes, *, bucket: str, prefix: str, output_digest: bytes | None) -> Hint:
-    """What a hint written for this bucket, prefix and output.csv holds; else InvalidHint."""
+def decode(data: bytes, where: dict[str, object], *, output_digest: bytes | None) -> Hint:
+    """What a hint written with the same ``where`` and this output.csv holds; else InvalidHint."""
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as e:
@@ -88,10 +90,14 @@ def decode(data: bytes, *, bucket: str, prefix: str, output_digest: bytes | None
     meta = doc.get("meta") if isinstance(doc, dict) else None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise InvalidHint(f"not format {FORMAT}")
-    if (meta.get("bucket"), meta.get("prefix")) != (bucket, prefix):
-        raise InvalidHint(f"written for bucket {meta.get('bucket')!r}, prefix {meta.get('prefix')!r}")
+    if differs := [name for name, value in where.items() if meta.get(name) != value]:
+        raise InvalidHint(f"written for another {', '.join(differs)}")
     if output_digest is None or meta.get("output") != output_digest.hex():
         raise InvalidHint("written with another output.csv")
+    return _contents(doc)
+
+
+def _contents(doc: dict[str, Any]) -> Hint:
     flat, rejected = doc.get("entries"), doc.get("rejected")
     if not isinstance(flat, list) or len(flat) % 2 or not isinstance(rejected, dict):
         raise InvalidHint("no entries")

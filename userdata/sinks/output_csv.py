@@ -18,9 +18,9 @@ from sys import intern
 from ..backoff import DEFAULT_DELAYS, Backoff
 from ..catalog import Catalog, Hint
 from ..index import Diff, UserIndex
-from ..records import InvalidRecord, UserRecord
+from ..records import RULES, InvalidRecord, UserRecord
 from ..reports import Restored
-from ..stores import ObjectError, Store, StoreUnavailable
+from ..stores import MAX_OBJECT_SIZE, ObjectError, Store, StoreUnavailable
 from . import catalog_hint
 from .snapshot import HEADER, digest, encode, render, rows_of
 from .spool import Spool
@@ -106,15 +106,24 @@ class OutputWriter:
         self._hint_digest: bytes | None = None
         self._catalog: Callable[[], Catalog] | None = None
         self._loaded: asyncio.Event | None = None
-        self._where = {"bucket": "", "prefix": ""}
+        self._where: dict[str, object] = {}
 
-    def follow(self, catalog: Callable[[], Catalog], loaded: asyncio.Event, *, bucket: str, prefix: str) -> None:
+    def follow(
+        self,
+        catalog: Callable[[], Catalog],
+        loaded: asyncio.Event,
+        *,
+        bucket: str,
+        prefix: str,
+        max_object_size: int = MAX_OBJECT_SIZE,
+    ) -> None:
         """Write the hint of ``catalog()`` beside output.csv, from when ``loaded`` is set.
 
         Call it before :meth:`run`.
         """
         self._catalog, self._loaded = catalog, loaded
-        self._where = {"bucket": bucket, "prefix": prefix}
+        # What the catalog's verdicts depend on: a hint written under others is not trusted.
+        self._where = {"bucket": bucket, "prefix": prefix, "max_object_size": max_object_size, "rules": RULES}
 
     def notify(self, diff: Diff) -> None:
         """A pipeline listener: the index changed."""
@@ -151,7 +160,7 @@ class OutputWriter:
             data = await self.store.read(self.hint_key)
             if data is None:
                 raise catalog_hint.InvalidHint("none")
-            hint = await asyncio.to_thread(catalog_hint.decode, data, output_digest=self._digest, **self._where)
+            hint = await asyncio.to_thread(catalog_hint.decode, data, self._where, output_digest=self._digest)
         except (ObjectError, catalog_hint.InvalidHint) as e:
             logger.info("no catalog hint to use in %s (%s): every object will be read", self.hint_key, e)
             return None
@@ -189,7 +198,7 @@ class OutputWriter:
         if version == self._written_version and (self._hint_digest is not None or not hinting):
             return None
         try:
-            snapshot = await render(self.index, self._catalog if hinting else None, **self._where)
+            snapshot = await render(self.index, self._catalog if hinting else None, self._where)
         except OSError as e:
             return self._failed(f"cannot render {self.key}: {e}")
         try:

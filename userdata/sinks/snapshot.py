@@ -111,7 +111,7 @@ class _Hint(_Part):
 
 
 async def render(
-    index: UserIndex, catalog: Callable[[], Catalog] | None = None, *, bucket: str = "", prefix: str = ""
+    index: UserIndex, catalog: Callable[[], Catalog] | None = None, where: dict[str, object] | None = None
 ) -> Snapshot:
     """``render_output(index.records())`` spooled, with its digest and row count; and, if
     ``catalog`` is given, the hint of those rows and ``catalog()`` (see :mod:`.catalog_hint`).
@@ -162,11 +162,7 @@ async def render(
             # The rejected CSVs of users the index does not hold (never valid, or in a conflict
             # with no last good record): few, in one step.
             hint.add_entries(held, sorted({u for key in held.rejected if (u := held.owner(key)[1]) not in index}))
-            hint.add(
-                catalog_hint.encode_tail(
-                    hint.rejected, bucket=bucket, prefix=prefix, output_digest=snapshot.output_digest
-                )
-            )
+            hint.add(catalog_hint.encode_tail(hint.rejected, where or {}, output_digest=snapshot.output_digest))
             snapshot.hint, snapshot.hint_digest = hint.spool, hint.digest.digest()
         return snapshot
     except BaseException:
