@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from . import demo
-from .app import create_app, create_store
+from .app import create_app, create_store, follow_catalog
 from .index import UserIndex
 from .pipeline import Pipeline
 from .redact import Redactor
@@ -118,13 +118,7 @@ async def process(settings: Settings) -> int:
     index = UserIndex()
     output = OutputWriter(store, index, settings.output_key)
     pipeline = Pipeline(store, index, settings.prefix)
-    output.follow(
-        lambda: pipeline.reconciler.catalog,
-        pipeline.loaded,
-        bucket=settings.bucket,
-        prefix=settings.prefix,
-        max_object_size=settings.max_object_size,
-    )
+    follow_catalog(output, pipeline, settings)
     try:
         report = await pipeline.load(restore=output.restore)
         written = await output.flush()

@@ -61,6 +61,17 @@ def create_store(settings: Settings) -> Store:
     return FolderStore(settings.data_dir, settings.bucket, settings.prefix, max_object_size=settings.max_object_size)
 
 
+def follow_catalog(output: OutputWriter, pipeline: Pipeline, settings: Settings) -> None:
+    """Have ``output`` persist ``pipeline``'s catalog beside output.csv (see OutputWriter.follow)."""
+    output.follow(
+        lambda: pipeline.reconciler.catalog,
+        pipeline.loaded,
+        bucket=settings.bucket,
+        prefix=settings.prefix,
+        max_object_size=settings.max_object_size,
+    )
+
+
 def create_watcher(
     settings: Settings, store: Store, submit: Callable[[Iterable[SourceObject]], None]
 ) -> Watcher | None:
@@ -124,13 +135,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     output = app[OUTPUT]
     pipeline.listeners.append(output.notify)
     # The catalog, persisted beside output.csv, lets the next start read only what changed.
-    output.follow(
-        lambda: pipeline.reconciler.catalog,
-        pipeline.loaded,
-        bucket=settings.bucket,
-        prefix=settings.prefix,
-        max_object_size=settings.max_object_size,
-    )
+    follow_catalog(output, pipeline, settings)
     output_task = _start(output.run(), "output")
     if MIRROR in app:  # its first sync waits for the first load: a partial index would delete rows
         pipeline.listeners.append(app[MIRROR].notify)

@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .catalog import UNREAD, Catalog, Hint, Keys, Outcome, each_key, keys_with
-from .names import bad_name
 from .objects import classify
 from .records import UserFields, UserRecord
 from .stores import Listing, ObjectError, Version
@@ -112,19 +111,13 @@ def hinted_catalog(hint: Hint, prefix: str, current: Callable[[str], UserRecord 
     """
     catalog = Catalog(prefix, current)
     versions, csv_keys, png_keys, rejected = catalog.versions, catalog.csv_keys, catalog.png_keys, catalog.rejected
-    reasons, start = hint.rejected, len(prefix)
+    reasons = hint.rejected
     for key, version in zip(hint.keys, hint.versions, strict=True):
-        # objects.classify(), inline as in fresh_catalog: this runs for every object.
-        suffix = key[-4:].lower()
-        if suffix == ".csv":
-            keys_of = csv_keys
-        elif suffix == ".png":
-            keys_of = png_keys
-        else:
+        obj = classify(key, prefix)
+        if obj is None:
             continue
-        user_id = key[start:-4]
-        if not user_id or user_id[0] == "." or "/" in user_id or not key.startswith(prefix) or bad_name(key):
-            continue
+        keys_of = csv_keys if obj.kind == "csv" else png_keys
+        user_id = obj.user_id
         record = current(user_id)
         if record is not None:
             user_id = record.user_id
