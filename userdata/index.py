@@ -122,11 +122,14 @@ class UserIndex:
 
         Only reads, so it may run on another thread; the loop may write the index meanwhile (the
         caller then leaves alone the users it wrote): each step over the index's own dict is one
-        C call, which no write can come between.
+        C call, which no write can come between. The ids are copied in one (a copy of pointers),
+        not set against ``users`` in one: building that set holds the GIL, and so the event
+        loop, for as long as hashing every id takes.
         """
         held = self._users
         upserts = [record for user_id, record in users.items() if held.get(user_id) != record]
-        removals = sorted(held.keys() - users.keys())
+        removals = [user_id for user_id in list(held) if user_id not in users]
+        removals.sort()
         return upserts, removals
 
     def _fill(self, users: dict[str, UserRecord]) -> Diff:
