@@ -34,7 +34,6 @@ from userdata.stores.sigv4 import Credentials, Signer, canonical_query, quote_ke
 
 from .datagen import BUCKET, PREFIX
 from .procs import memory_kib
-from .server import Ticker
 
 __all__ = (
     "folder_threads",
@@ -190,14 +189,8 @@ async def _cheapest_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]
                     raise RuntimeError(f"GET {key}: {r.status}")
                 return len(await r.read())
 
-        # How late a 1 ms sleep wakes while only these GETs run: the event loop's stall that the
-        # requests alone cause on this machine (the server shares its cores), a ceiling for
-        # benchmark 7's rescans from S3.
-        ticker = Ticker()
-        ticker.start()
         size = sum(await asyncio.gather(*(get(key) for key in csvs)))
-        stall = await ticker.stop()
-        return _floor_result(time.perf_counter() - started, keys, csvs, users, size) | {"get_stall_ms": stall["max_ms"]}
+        return _floor_result(time.perf_counter() - started, keys, csvs, users, size)
 
 
 async def _botocore_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]:
@@ -229,14 +222,8 @@ async def _botocore_s3(endpoint: str, bucket: str, users: int) -> dict[str, Any]
                 async with response["Body"] as body:
                     return len(await body.read())
 
-        # How late a 1 ms sleep wakes while only these GETs run: the event loop's stall that the
-        # requests alone cause on this machine (the server shares its cores), a ceiling for
-        # benchmark 7's rescans from S3.
-        ticker = Ticker()
-        ticker.start()
         size = sum(await asyncio.gather(*(get(key) for key in csvs)))
-        stall = await ticker.stop()
-        return _floor_result(time.perf_counter() - started, keys, csvs, users, size) | {"get_stall_ms": stall["max_ms"]}
+        return _floor_result(time.perf_counter() - started, keys, csvs, users, size)
 
 
 def _floor_result(seconds: float, keys: list[str], csvs: list[str], users: int, size: int) -> dict[str, Any]:
