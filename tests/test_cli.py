@@ -327,3 +327,43 @@ def test_process_against_an_unreachable_s3_endpoint_exits_1_naming_the_store(run
     )
     assert done.returncode == 1, (done.returncode, done.stderr)
     assert "store unavailable" in done.stderr and "Cannot connect to host" in done.stderr, done.stderr
+
+
+async def test_a_kill_during_output_csv_writes_loses_nothing_and_leaves_nothing(
+    serve, data_dir: Path, source_dir: Path, output_path: Path
+) -> None:
+    # Many users, so that each write of output.csv takes a while; then changes, and SIGKILL as
+    # soon as a write is seen under way (a temporary file beside output.csv), or at the end.
+    for i in range(20_000):
+        (source_dir / f"{i}.csv").write_text(f"first_name, last_name, birthts\nFirst{i}, Last, {i * 1000}\n")
+    served = await serve("--data-dir", str(data_dir), "--rescan-interval", "0", port=free_port())
+    await served.wait_healthy()
+    await wait_until(output_path.exists, START_TIMEOUT)
+
+    def writing() -> bool:
+        return any(output_path.parent.glob(f".{output_path.name}.*.tmp"))
+
+    for n in range(40):
+        (source_dir / f"new{n}.csv").write_text("first_name, last_name, birthts\nNew, User, 1\n")
+        try:
+            await wait_until(writing, 1.0)
+            break
+        except AssertionError:
+            continue
+    served.process.kill()
+    await served.process.wait()
+    caught = writing()
+    # whole: the old file or the new one, never a part of one
+    written = output_rows(output_path)
+    assert written[0] == ["user_id", "first_name", "last_name", "birthts", "img_path"] and all(
+        len(r) == 5 for r in written
+    )
+    ids = {row[0] for row in written[1:]}
+    assert {str(i) for i in range(20_000)} <= ids and all(i.isdigit() or i.startswith("new") for i in ids)
+    again = await serve("--data-dir", str(data_dir), "--rescan-interval", "0", port=free_port())
+    await again.wait_healthy()
+    status, answer = await again.get("/stats")
+    assert (status, answer["count"]) == (200, 20_000 + n + 1), again.output()
+    assert not writing(), "the leftover of the killed write is removed at start"
+    assert caught or n == 39  # the kill came during a write unless none was ever seen
+    assert await again.stop(signal.SIGTERM) == 0, again.output()
