@@ -331,6 +331,9 @@ async def test_a_large_answer_is_whole_and_built_once_for_requests_asking_at_onc
     assert all(int(r.headers["Content-Length"]) == len(b) for r, b in zip(answers, bodies, strict=True))
     assert orjson.loads(bodies[0]) == [r._asdict() for r in records] and len(set(bodies)) == 1
     assert (await service.client.get("/data")).status == 200 and selects == 1  # and kept while unchanged
+    head = await service.client.head("/data")
+    assert (head.status, int(head.headers["Content-Length"]), await head.read()) == (200, len(bodies[0]), b"")
+    assert (await service.client.get("/stats")).status == 200  # the connection is still well framed
 
 
 async def test_slow_clients_of_a_large_answer_share_it_and_hold_no_copy_each(start_service, data_dir):

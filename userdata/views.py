@@ -93,8 +93,9 @@ async def get_data(request: web.Request) -> web.StreamResponse:
     response = web.StreamResponse(headers={"Content-Type": "application/json"})
     response.content_length = sum(map(len, body))
     await response.prepare(request)
-    for part in body:
-        await response.write(part)
+    if request.method != "HEAD":  # a HEAD answer has the length, and no body
+        for part in body:
+            await response.write(part)
     await response.write_eof()
     return response
 
