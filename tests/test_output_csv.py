@@ -297,3 +297,38 @@ def test_a_flush_cancelled_before_its_thread_runs_leaves_no_file_open(tmp_path, 
             await blocker
 
     asyncio.run(flush_cancelled_while_the_worker_is_busy())
+
+
+async def test_a_write_left_running_by_a_cancelled_run_lands_before_the_next_one(tmp_path):
+    # The service stopping cancels run() while a write may be under way in a thread; the final
+    # flush must not race it, or the older file could replace the newer one.
+    store = FolderStore(tmp_path, "b", "src/")
+    started, release = asyncio.Event(), asyncio.Event()
+    order: list[bytes] = []
+
+    class Slow:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        async def write(self, key: str, data: bytes) -> None:
+            if not started.is_set():  # the first write is held until released
+                started.set()
+                await release.wait()
+            await store.write(key, data)
+            order.append(data)
+
+    index = UserIndex()
+    writer = OutputWriter(Slow(), index, "out/output.csv", settle=0.01, max_delay=0.05)
+    task = asyncio.create_task(writer.run())
+    writer.notify(index.apply(RECORDS[:1]))
+    await asyncio.wait_for(started.wait(), 5)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    writer.notify(index.apply(RECORDS[1:]))
+    flushing = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0)
+    assert not flushing.done() and order == []  # the flush waits for the write under way
+    release.set()
+    assert await flushing
+    assert order == [render_output(RECORDS[:1]), render_output(RECORDS)]
+    assert (tmp_path / "b" / "out" / "output.csv").read_bytes() == render_output(RECORDS)

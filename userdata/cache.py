@@ -48,14 +48,22 @@ class ResponseCache:
             return self._large[1]
         return self._bodies.get(key)
 
-    async def shared(self, version: int, key: Hashable, build: Callable[[], Awaitable[Body]]) -> Body:
-        """The body for ``key`` at ``version``: kept, being built for another request, or built now."""
+    async def shared(self, version: int, key: Hashable, build: Callable[[], Body | Awaitable[Body]]) -> Body:
+        """The body for ``key`` at ``version``: kept, being built for another request, or built now.
+
+        ``build`` gives the body, or an awaitable of it where building takes turns with other
+        requests (a large one): only such a build can be joined, and only it becomes a task.
+        """
         body = self.get(version, key)
         if body is not None:
             return body
         building = self._building.get((version, key))
         if building is None:
-            building = self._building[version, key] = asyncio.ensure_future(build())
+            made = build()
+            if isinstance(made, (bytes, tuple)):
+                self.put(version, key, made)
+                return made
+            building = self._building[version, key] = asyncio.ensure_future(made)
             building.add_done_callback(lambda done: self._built(version, key, done))
         return await asyncio.shield(building)
 

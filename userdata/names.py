@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ("bad_name", "shown", "why_bad")
+__all__ = ("bad_name", "rejected_name", "shown", "why_bad")
 
 #: C0 controls, DEL, C1 controls, and surrogates (not UTF-8 in a folder's name).
 _BAD = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -23,6 +23,18 @@ def bad_name(name: str) -> bool:
     (False, False, True, True)
     """
     return not (name.isascii() and name.isprintable()) and _BAD.search(name) is not None
+
+
+def rejected_name(name: str) -> tuple[str, str] | None:
+    """For a bad name (:func:`bad_name`) of a would-be source object (``*.csv``, ``*.png``): its
+    escaped form and why it is rejected, as listings show it; None for any other name.
+
+    >>> rejected_name("src/a\\nb.csv"), rejected_name("src/a\\nb.txt"), rejected_name("src/ab.csv")
+    (('src/a\\\\nb.csv', 'the name holds a control character'), None, None)
+    """
+    if not bad_name(name) or name[-4:].lower() not in (".csv", ".png"):
+        return None
+    return shown(name), why_bad(name)
 
 
 def why_bad(name: str) -> str:

@@ -172,11 +172,10 @@ class Pipeline:
                 return self._requeue(objects, self._failed(e))
             # A bug (or an odd name) in one key must hold up no other: each is tried on its own.
             logger.exception("failed to apply %d changed keys; trying each on its own", len(objects))
-            try:
-                diffs, failed = await self.reconciler.refresh_each(objects)
-            except StoreUnavailable as lost:  # those applied already are read again: no harm
-                diffs, failed = getattr(lost, "applied", []), None
+            diffs, failed, lost = await self.reconciler.refresh_each(objects)
+            if lost is not None:  # those applied already are read again: no harm
                 self._requeue(objects, self._failed(lost))
+                failed = None
         if failed:  # the store answers; these are retried, with backoff
             self.store_error, self.apply_error = None, f"cannot apply the changes of {len(failed)} keys (retried)"
             self._requeue(failed, self._backoff.failed())

@@ -75,22 +75,23 @@ class Reconciler:
         self.catalog = catalog
         return True
 
-    async def refresh_each(self, objects: Mapping[str, SourceObject]) -> tuple[list[Diff], dict[str, SourceObject]]:
+    async def refresh_each(
+        self, objects: Mapping[str, SourceObject]
+    ) -> tuple[list[Diff], dict[str, SourceObject], StoreUnavailable | None]:
         """Each object refreshed on its own, so that one that fails holds up no other: what
-        changed, and the objects that failed still (logged). StoreUnavailable is raised as it
-        comes, with what was applied before it (``error.applied``: the Diffs to publish)."""
+        changed, the objects that failed still (logged), and the store's error if it became
+        unavailable meanwhile (the objects after it were not tried)."""
         diffs: list[Diff] = []
         failed: dict[str, SourceObject] = {}
         for key, obj in objects.items():
             try:
                 diffs.append(await self.refresh([obj]))
             except StoreUnavailable as e:
-                e.applied = diffs  # type: ignore[attr-defined]
-                raise
+                return diffs, failed, e
             except Exception:
                 logger.exception("failed to apply %s", shown(key))
                 failed[key] = obj
-        return diffs, failed
+        return diffs, failed, None
 
     async def scan(self, *, force: bool) -> tuple[Diff, list[dict[Any, Any]]]:
         """List the store, then :meth:`scan_all` (``force``) or :meth:`scan_changed` what it holds.

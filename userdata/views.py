@@ -8,6 +8,7 @@ import hmac
 import math
 import re
 import time
+from collections.abc import Coroutine
 from importlib import resources
 from typing import Any
 
@@ -104,10 +105,13 @@ async def get_data(request: web.Request) -> web.StreamResponse:
 _PART = 1000
 
 
-async def _render(records: list[UserRecord]) -> Body:
-    """The JSON array of ``records``: whole if small, else in parts rendered a slice at a time."""
-    if len(records) <= _PART:
-        return orjson.dumps(_dicts(records))
+def _render(records: list[UserRecord]) -> Body | Coroutine[Any, Any, Body]:
+    """The JSON array of ``records``: whole if small, else (to await) in parts rendered a slice
+    at a time, other requests served between them."""
+    return orjson.dumps(_dicts(records)) if len(records) <= _PART else _parts(records)
+
+
+async def _parts(records: list[UserRecord]) -> Body:
     parts = [b"["]
     for start in range(0, len(records), _PART):
         part = orjson.dumps(_dicts(records[start : start + _PART]))

@@ -25,7 +25,7 @@ from typing import Literal
 from watchfiles import Change, awatch
 
 from .backoff import DEFAULT_DELAYS, Backoff
-from .names import bad_name
+from .names import rejected_name
 from .objects import SourceObject, classify
 
 __all__ = ("RESCAN", "ObjectOf", "Watcher", "folder_objects", "minio_objects")
@@ -53,7 +53,7 @@ def folder_objects(source_dir: Path, prefix: str) -> ObjectOf:
         if os.path.dirname(path) != directory:
             return None
         name = os.path.basename(path)
-        if bad_name(name) and name[-4:].lower() in (".csv", ".png"):
+        if rejected_name(name) is not None:
             return RESCAN  # no key, but the listing shows it rejected
         return classify(prefix + name, prefix)
 

@@ -104,6 +104,7 @@ class OutputWriter:
         self._written_version = -1
         self._digest: bytes | None = None
         self._hint_digest: bytes | None = None
+        self._writing: asyncio.Future[None] | None = None
         self._catalog: Callable[[], Catalog] | None = None
         self._loaded: asyncio.Event | None = None
         self._where: dict[str, object] = {}
@@ -193,6 +194,8 @@ class OutputWriter:
 
     async def _write(self) -> float | None:
         """:meth:`flush`; None if it succeeded, else the seconds to wait before trying again."""
+        if self._writing is not None and not self._writing.done():
+            await asyncio.wait([self._writing])  # one a cancelled write left running
         version = self.index.version
         hinting = self._loaded is not None and self._loaded.is_set()
         if version == self._written_version and (self._hint_digest is not None or not hinting):
@@ -230,8 +233,11 @@ class OutputWriter:
             data = await asyncio.to_thread(spool.read_and_close)
         except OSError as e:
             return self._failed(f"cannot render {key}: {e}")
+        # Shielded, and kept: cancelled (the service stopping), a write in a thread still lands;
+        # the next write waits for it, so an older one can never replace a newer one.
+        self._writing = asyncio.ensure_future(self.store.write(key, data))
         try:
-            await self.store.write(key, data)
+            await asyncio.shield(self._writing)
         except (OSError, StoreUnavailable) as e:
             return self._failed(f"cannot write {key}: {e}")
         logger.info("wrote %s: %d bytes", key, len(data))

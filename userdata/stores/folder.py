@@ -16,7 +16,7 @@ from itertools import islice
 from pathlib import Path
 from typing import TypeVar
 
-from ..names import bad_name, shown, why_bad
+from ..names import bad_name, rejected_name
 from . import MAX_OBJECT_SIZE, Listing, ObjectError, StoreUnavailable, Version, too_large
 
 __all__ = ("FolderStore", "ThreadTrials")
@@ -93,9 +93,9 @@ class FolderStore:
                     try:
                         if not entry.is_file():  # folders, FIFOs, sockets, devices, dangling links
                             continue
-                        if bad_name(name):
-                            if name[-4:].lower() in (".csv", ".png"):
-                                bad[shown(self.prefix + name)] = why_bad(name)
+                        if bad_name(name):  # no key; listed as rejected if it would be a source object
+                            if (rejected := rejected_name(self.prefix + name)) is not None:
+                                bad[rejected[0]] = rejected[1]
                             continue
                         wanted = versions and name[-4:].lower() != ".png"
                         listing[self.prefix + name] = _version(entry.stat()) if wanted else _PRESENT

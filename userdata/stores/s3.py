@@ -17,7 +17,7 @@ from html import unescape
 from typing import TypeVar
 from urllib.parse import unquote_plus
 
-from ..names import bad_name, shown, why_bad
+from ..names import bad_name, rejected_name
 from . import MAX_OBJECT_SIZE, Listing, ObjectError, StoreUnavailable, Version, too_large
 from .s3_http import Answer, S3Client, TooLarge
 from .sigv4 import Credentials, quote_key
@@ -131,11 +131,10 @@ class S3Store:
                 raise StoreUnavailable(f"cannot list {self.bucket}/{self.prefix}: {e}") from e
             page = body.decode()
             for key, etag in _objects(page):
-                if bad_name(key):
-                    if key[-4:].lower() in (".csv", ".png"):
-                        bad[shown(key)] = why_bad(key)
-                else:
+                if not bad_name(key):
                     listing[key] = etag
+                elif (rejected := rejected_name(key)) is not None:  # no key; listed as rejected
+                    bad[rejected[0]] = rejected[1]
             token = _NEXT.search(page)
             if not _TRUNCATED.search(page) or token is None:
                 self.bad_names = bad
@@ -166,7 +165,7 @@ class S3Store:
         return None if found is None else found[1]
 
     async def write(self, key: str, data: bytes) -> None:
-        digest = hashlib.sha256(data).hexdigest() if len(data) < 1 << 20 else await asyncio.to_thread(_sha256, data)
+        digest = _sha256(data) if len(data) < 1 << 20 else await asyncio.to_thread(_sha256, data)
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
         try:
             # In turn with reads, as every request: one outside the bound would wait for a free
