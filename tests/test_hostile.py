@@ -25,6 +25,7 @@ from userdata.objects import classify
 from userdata.records import UserRecord
 from userdata.redact import Redactor, redacted_url
 from userdata.settings import Settings
+from userdata.stores import StoreUnavailable
 from userdata.sinks.output_csv import parse_output, render_output
 from userdata.stores.folder import FolderStore
 
@@ -145,6 +146,29 @@ async def test_a_key_that_fails_holds_up_no_other_and_shows_until_it_is_applied(
     assert (await service.get("/health"))["status"] == "ok"
 
 
+async def test_a_store_outage_during_the_key_by_key_retry_requeues_every_key(start_service, data_dir, source_dir):
+    # One key breaks the batch, so each is tried on its own; the store goes down after the first.
+    store = SpyStore(FolderStore(data_dir, "datalake", "src-data/"))
+    service = await start_service(fast_settings(data_dir, watch=False), store=store)
+    for name in ("a", "bad", "c"):
+        (source_dir / f"{name}.csv").write_bytes(CSV)
+    store.explode = {"src-data/bad.csv"}
+
+    async def go_down(keys: Any) -> None:
+        if set(keys) == {"src-data/a.csv"}:
+            store.fail = StoreUnavailable("connection refused")
+
+    store.after_read = go_down
+    service.pipeline.submit([obj for n in ("a", "bad", "c") if (obj := classify(f"src-data/{n}.csv", "src-data/"))])
+    await wait_until(lambda: store.fail is not None)
+    health = await service.get("/health", status=200)
+    assert health["status"] == "degraded" and "connection refused" in health["cause"], health
+    assert "c" not in service.index and "bad" not in service.index  # not tried: the store was down
+    store.after_read, store.fail, store.explode = None, None, set()
+    await wait_until(lambda: all(n in service.index for n in ("a", "bad", "c")), timeout=10.0)  # all again
+    await wait_until(_ok(service), message="/health ok once all are applied")
+
+
 async def test_a_watched_folder_moved_away_degrades_health_and_when_back_is_watched_again(
     start_service, data_dir, source_dir, write_user
 ):
@@ -173,6 +197,39 @@ async def test_a_watched_folder_deleted_and_made_again_is_watched_again(
     write_user("2")
     await wait_until(lambda: "2" in service.index, timeout=2.0)
     assert time.monotonic() - started < 5.0
+
+
+async def test_minio_data_directory_moved_away_or_made_again_in_s3_mode_is_watched_again(
+    start_service, s3: S3Bucket, tmp_path
+):
+    # MinIO's layout simulated (as in test_s3): object k is the folder <data-dir>/<bucket>/<k>/.
+    bucket_dir = tmp_path / "minio" / s3.name
+    (bucket_dir / "src-data").mkdir(parents=True)
+
+    def hint(user_id: str) -> None:
+        s3.put_user(user_id)
+        (bucket_dir / "src-data" / f"{user_id}.csv").mkdir()
+        (bucket_dir / "src-data" / f"{user_id}.csv" / "xl.meta").write_bytes(b"XL2 simulated")
+
+    service = await start_service(s3.settings(data_dir=tmp_path / "minio", rescan_interval=0))
+    hint("1")
+    await wait_until(lambda: "1" in service.index)
+    moved = tmp_path / "elsewhere"
+    bucket_dir.rename(moved)
+    await wait_until(_degraded(service), timeout=5.0, message="/health degraded")
+    assert await service.user_ids() == ["1"]  # the last index served
+    moved.rename(bucket_dir)
+    await wait_until(_ok(service), timeout=5.0, message="/health ok again")
+    hint("2")
+    await wait_until(lambda: "2" in service.index, timeout=2.0)
+
+    shutil.rmtree(bucket_dir)
+    await wait_until(_degraded(service), timeout=5.0, message="/health degraded")
+    (bucket_dir / "src-data").mkdir(parents=True)
+    await wait_until(_ok(service), timeout=5.0, message="/health ok again")
+    hint("3")
+    await wait_until(lambda: "3" in service.index, timeout=2.0)
+    assert await service.user_ids() == ["1", "2", "3"]  # S3 holds them all still
 
 
 def _degraded(service: Any) -> Any:
