@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
 LINT_STAMP := $(subst .installed-,.installed-lint-,$(STAMP))
 
-.PHONY: install run process demo test lint bench clean up down
+.PHONY: install run process demo test soak lint bench clean up down
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ demo: install  ## (re)write the demo data set in minio-data/
 
 test: install
 	$(BIN)/pytest
+
+SOAK_SECONDS ?= 15
+soak: install  ## the fault suite at length (tests/test_soak.py; `make test` runs it with 2 s phases)
+	SOAK_SECONDS=$(SOAK_SECONDS) $(BIN)/pytest --timeout=900 tests/test_soak.py
 
 lint: $(LINT_STAMP)
 	$(BIN)/ruff check userdata tests bench

@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import asyncio
 import os
+import subprocess
+import sys
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from helpers import PNG, S3Bucket, Service, fast_settings, wait_until
+from pgserver import ThrowawayPostgres, execute, find_bindir, unavailable
 from seaweed import SeaweedFS, require_weed, s3_client
+from served import Served
 
 from userdata.app import create_app
 from userdata.keys import PIPELINE
@@ -106,3 +112,68 @@ def s3(seaweedfs: SeaweedFS, monkeypatch: pytest.MonkeyPatch) -> S3Bucket:
     bucket = S3Bucket(seaweedfs.endpoint, f"test-{uuid.uuid4().hex[:12]}", s3_client(seaweedfs.endpoint))
     bucket.client.create_bucket(Bucket=bucket.name)
     return bucket
+
+
+@pytest.fixture
+def environ() -> dict[str, str]:
+    """The environment for commands: ours without any USERDATA_* variable."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("USERDATA_")}
+
+
+@pytest.fixture
+async def serve(tmp_path: Path, environ: dict[str, str]) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
+    """Start ``python -m userdata serve *args``; every one still running at the end is killed."""
+    started: list[Served] = []
+
+    async def start(*args: str, env: Mapping[str, str] | None = None, port: int | None = None) -> Served:
+        log = tmp_path / f"serve-{len(started)}.log"
+        port_args = () if port is None else ("--port", str(port))
+        with open(log, "wb") as out:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "userdata", "serve", *port_args, *args,
+                cwd=tmp_path,
+                env={**environ, **(env or {})},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        served = Served(process, port or 0, log)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.process.returncode is None:
+            await served.kill()
+
+
+@pytest.fixture(scope="module")
+def throwaway_server() -> Iterator[ThrowawayPostgres]:
+    """A server of the tests' own, to stop and start; removed at the end whatever happened."""
+    bindir = find_bindir()
+    if bindir is None:
+        unavailable("no PostgreSQL server binaries (initdb, pg_ctl; Debian's postgresql package) to run a server")
+    server = ThrowawayPostgres(bindir)
+    try:
+        server.init()
+        server.start()
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def throwaway_url(throwaway_server: ThrowawayPostgres) -> str:
+    throwaway_server.start()
+    execute(throwaway_server.url, "DROP TABLE IF EXISTS users")
+    return throwaway_server.url
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's figures (tests/test_soak.py), when it ran."""
+    from test_soak import FIGURES
+
+    if FIGURES:
+        terminalreporter.section("fault suite figures")
+        for name, figures in FIGURES:
+            terminalreporter.write_line(f"{name}: " + ", ".join(f"{k} {v}" for k, v in figures.items()))

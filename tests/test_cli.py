@@ -2,39 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 import json
-import os
 import signal
-import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 from helpers import wait_until
+from served import START_TIMEOUT, Served, free_port
 
 RUN_TIMEOUT = 60.0  # seconds for a one-shot command
-START_TIMEOUT = 30.0  # seconds for serve to answer /health
-STOP_TIMEOUT = 10.0  # seconds for serve to exit after a signal
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture
-def environ() -> dict[str, str]:
-    """The environment for the commands: ours without any USERDATA_* variable."""
-    return {k: v for k, v in os.environ.items() if not k.startswith("USERDATA_")}
 
 
 @pytest.fixture
@@ -161,72 +144,6 @@ def test_process_on_an_empty_folder_writes_a_header_only_output(run, data_dir: P
 
 
 # serve
-
-
-@dataclass
-class Served:
-    """A ``userdata serve`` subprocess on a loopback port."""
-
-    process: asyncio.subprocess.Process
-    port: int
-    log: Path
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    async def get(self, path: str) -> tuple[int, Any]:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{self.port}{path}", timeout=aiohttp.ClientTimeout(total=5)) as r,
-        ):
-            return r.status, await r.json()
-
-    async def healthy(self) -> bool:
-        if self.process.returncode is not None:
-            raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.output()}")
-        try:
-            status, _ = await self.get("/health")
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            return False
-        return status == 200
-
-    async def wait_healthy(self) -> None:
-        await wait_until(self.healthy, START_TIMEOUT, message=lambda: f"for /health on {self.port}:\n{self.output()}")
-
-    async def stop(self, sig: signal.Signals) -> int:
-        self.process.send_signal(sig)
-        try:
-            return await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
-        except asyncio.TimeoutError:
-            raise AssertionError(f"serve still running {STOP_TIMEOUT} s after {sig.name}:\n{self.output()}") from None
-
-
-@pytest.fixture
-async def serve(tmp_path: Path, environ: dict[str, str]) -> AsyncIterator[Callable[..., Awaitable[Served]]]:
-    """Start ``python -m userdata serve *args``; every one still running at the end is killed."""
-    started: list[Served] = []
-
-    async def start(*args: str, env: Mapping[str, str] | None = None, port: int | None = None) -> Served:
-        log = tmp_path / f"serve-{len(started)}.log"
-        port_args = () if port is None else ("--port", str(port))
-        with open(log, "wb") as out:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "userdata", "serve", *port_args, *args,
-                cwd=tmp_path,
-                env={**environ, **(env or {})},
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        served = Served(process, port or 0, log)
-        started.append(served)
-        return served
-
-    yield start
-    for served in started:
-        if served.process.returncode is None:
-            served.process.kill()
-            await served.process.wait()
 
 
 async def test_serve_answers_stops_on_sigterm_and_gives_the_same_answers_when_started_again(

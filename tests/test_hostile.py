@@ -25,8 +25,8 @@ from userdata.objects import classify
 from userdata.records import UserRecord
 from userdata.redact import Redactor, redacted_url
 from userdata.settings import Settings
-from userdata.stores import StoreUnavailable
 from userdata.sinks.output_csv import parse_output, render_output
+from userdata.stores import StoreUnavailable
 from userdata.stores.folder import FolderStore
 
 CSV = b"first_name, last_name, birthts\nAnn, Lee, 0\n"

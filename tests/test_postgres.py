@@ -19,12 +19,9 @@ import asyncpg
 import pytest
 from helpers import fast_settings, wait_until
 from pgserver import (
-    ThrowawayPostgres,
     execute,
-    find_bindir,
     free_port,
     own_database,
-    unavailable,
 )
 
 from userdata.__main__ import process
@@ -50,28 +47,6 @@ def database_url(postgres_db: str) -> str:
     """The module's database without a users table: every test starts from nothing."""
     execute(postgres_db, "DROP TABLE IF EXISTS users")
     return postgres_db
-
-
-@pytest.fixture(scope="module")
-def throwaway_server() -> Iterator[ThrowawayPostgres]:
-    """A server of the tests' own, to stop and start; removed at the end whatever happened."""
-    bindir = find_bindir()
-    if bindir is None:
-        unavailable("no PostgreSQL server binaries (initdb, pg_ctl; Debian's postgresql package) to run a server")
-    server = ThrowawayPostgres(bindir)
-    try:
-        server.init()
-        server.start()
-        yield server
-    finally:
-        server.remove()
-
-
-@pytest.fixture
-def throwaway_url(throwaway_server: ThrowawayPostgres) -> str:
-    throwaway_server.start()
-    execute(throwaway_server.url, "DROP TABLE IF EXISTS users")
-    return throwaway_server.url
 
 
 def to_birthts(birthdate: dt.datetime) -> int:
