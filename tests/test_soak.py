@@ -63,7 +63,7 @@ class Files:
     after the writers stop, the service must show exactly ``expected()``.
     """
 
-    def __init__(self, put: Callable[[str, bytes], None], delete: Callable[[str], None], seed: int) -> None:
+    def __init__(self, put: Callable[[str, bytes], object], delete: Callable[[str], object], seed: int) -> None:
         self._put, self._delete = put, delete
         self.users: dict[str, str] = {}
         self.changes = 0
@@ -213,13 +213,14 @@ async def caught_up(served: Served, files: Files, output: Callable[[], bytes | N
             return False
         seen["output"] = await asyncio.to_thread(lambda: output_of(output()))
         seen["health"] = (await served.get("/health"))[1]
-        return seen["output"] == expected and seen["health"]["status"] == "ok"
+        return bool(seen["output"] == expected and seen["health"]["status"] == "ok")
 
     def why() -> str:
         data, written = seen.get("data") or {}, seen.get("output") or {}
         wrong = sorted(k for k in expected.keys() | data.keys() if expected.get(k) != data.get(k))[:5]
         stale = sorted(k for k in expected.keys() | written.keys() if expected.get(k) != written.get(k))[:5]
-        return f"/data differs at {wrong}, output.csv at {stale}; /health {seen.get('health')}\n{served.output()[-3000:]}"
+        health = seen.get("health")
+        return f"/data differs at {wrong}, output.csv at {stale}; /health {health}\n{served.output()[-3000:]}"
 
     await wait_until(equal, SETTLE, message=why)
     return time.monotonic() - started
@@ -420,24 +421,31 @@ async def test_output_location_full_then_read_only_loses_nothing(
     await served.wait_healthy()
     await caught_up(served, files, output)
     filler = small_output_mount / "filler"
+
+    def strike(fault: str) -> None:
+        if fault == "full":
+            with open(filler, "wb") as f, contextlib.suppress(OSError):
+                while True:
+                    f.write(b"\0" * 65536)
+        else:
+            subprocess.run(["mount", "-o", "remount,ro", str(small_output_mount)], check=True)
+
+    def mend(fault: str) -> None:
+        if fault == "full":
+            filler.unlink()
+        else:
+            subprocess.run(["mount", "-o", "remount,rw", str(small_output_mount)], check=True)
+
     readers = Readers(served.url)
     figures = {}
     async with readers.reading():
         for fault, cause in (("full", "No space left"), ("read-only", "Read-only file system")):
             with files.changing(pause=0.001):
-                if fault == "full":
-                    with open(filler, "wb") as f, contextlib.suppress(OSError):
-                        while True:
-                            f.write(b"\0" * 65536)
-                else:
-                    subprocess.run(["mount", "-o", "remount,ro", str(small_output_mount)], check=True)
+                await asyncio.to_thread(strike, fault)
                 figures[f"{fault}: degraded after s"] = round(await degraded(served, cause), 1)
                 assert output_of(output()), "output.csv still whole"
                 await asyncio.sleep(PHASE)
-                if fault == "full":
-                    filler.unlink()
-                else:
-                    subprocess.run(["mount", "-o", "remount,rw", str(small_output_mount)], check=True)
+                await asyncio.to_thread(mend, fault)
             figures[f"{fault}: caught up s"] = round(await caught_up(served, files, output), 1)
     readers.check()
     assert await served.stop(signal.SIGTERM) == 0, served.output()
