@@ -15,7 +15,7 @@ from helpers import PNG, S3Bucket, SpyStore, fast_settings, wait_until
 from seaweed import SeaweedFS, require_weed, s3_client
 
 from userdata.app import create_store
-from userdata.stores import ObjectError, StoreUnavailable
+from userdata.stores import PRESENT, ObjectError, StoreUnavailable
 from userdata.stores.s3 import S3Store, _object_error
 from userdata.stores.s3_http import Answer
 from userdata.stores.sigv4 import Credentials
@@ -355,6 +355,19 @@ async def test_keys_of_any_shape_round_trip_through_the_listing_and_reads(s3: S3
         assert all(listing[key] == read[key][0] for key in listing)  # type: ignore[index]  # one ETag form
         await store.write("out/x y+z.csv", b"data")
         assert await store.read("out/x y+z.csv") == b"data" and s3.get("out/x y+z.csv") == b"data"
+    finally:
+        await store.close()
+
+
+async def test_images_are_listed_as_present_and_csvs_with_their_etag(s3: S3Bucket) -> None:
+    # Only whether a user has an image matters: one shared value, no ETag string per image.
+    s3.put_user("1", png=True)
+    store = S3Store(s3.endpoint, s3.name, s3.prefix)
+    await store.open()
+    try:
+        listing = await store.list_objects()
+        assert listing[s3.prefix + "1.png"] is PRESENT
+        assert listing[s3.prefix + "1.csv"] == (await store.stat_many([s3.prefix + "1.csv"]))[s3.prefix + "1.csv"]
     finally:
         await store.close()
 

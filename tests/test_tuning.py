@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -147,3 +150,17 @@ def test_trimming_the_heap_gives_freed_memory_back() -> None:
     before = _rss_kib()
     assert tuning.trim_heap()
     assert before - _rss_kib() > 20_000  # most of the 58 MiB freed
+
+
+async def test_worker_threads_hand_the_gil_back_sooner_while_the_pipeline_runs(tmp_path: Path) -> None:
+    store, _ = _users(tmp_path, 5)
+    before = sys.getswitchinterval()
+    assert before > tuning.SWITCH_INTERVAL  # CPython's default, 5 ms
+    pipeline = Pipeline(store, UserIndex(), PREFIX)
+    task = asyncio.create_task(pipeline.run())
+    await pipeline.loaded.wait()
+    assert sys.getswitchinterval() == pytest.approx(tuning.SWITCH_INTERVAL)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert sys.getswitchinterval() == before, "as it was once the pipeline stops"

@@ -115,6 +115,10 @@ class Pipeline:
 
     async def run(self, restore: Restore | None = None) -> None:
         """Load everything (after ``restore``), then apply changes as they are asked for, until cancelled."""
+        with tuning.loop_first():
+            await self._run(restore)
+
+    async def _run(self, restore: Restore | None) -> None:
         await self.load(retry=True, restore=restore)
         try:
             while True:

@@ -9,6 +9,7 @@ catalog and the index in one synchronous step, so a reader never sees half a bat
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -129,7 +130,7 @@ class Reconciler:
         with self._scanning() as fresher:
             catalog, read = await tuning.off_loop(scan.fresh_catalog, listing, self.prefix, index.get, held)
             contents = await self._read(read)
-            users = await tuning.off_loop(scan.records, catalog, contents)
+            users = await tuning.off_loop(functools.partial(scan.records, rekey=not rescan), catalog, contents)
             _log_rejected(catalog, contents)
             future = _future_of(catalog)
             if not rescan and not fresher:

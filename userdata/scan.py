@@ -147,11 +147,13 @@ def _note_conflicts(catalog: Catalog) -> int:
     return held
 
 
-def records(catalog: Catalog, contents: Contents) -> dict[str, UserRecord]:
+def records(catalog: Catalog, contents: Contents, *, rekey: bool = True) -> dict[str, UserRecord]:
     """Every user's record after reading ``contents`` (every CSV of ``catalog``): user_id -> record.
 
     The CSVs' versions are put in the catalog, CSVs gone since listed dropped from it, and the
-    rejections noted in it.
+    rejections noted in it. With ``rekey``, a user's images are keyed again by the CSV's user_id
+    string, so one copy is kept; a rescan's catalog has the index's strings already, and the
+    deletions would make the dict rebuild itself in one long step at a million users.
     """
     users: dict[str, UserRecord] = {}
     others: list[str] = []
@@ -165,9 +167,9 @@ def records(catalog: Catalog, contents: Contents) -> dict[str, UserRecord]:
                 img_path = None
             else:
                 img_path = pngs if type(pngs) is str else pngs[0]
-                # Keyed again by this user_id, the CSV's: one string of it, not one per object.
-                del png_keys[user_id]
-                png_keys[user_id] = pngs
+                if rekey:  # by this user_id, the CSV's: one string of it, not one per object
+                    del png_keys[user_id]
+                    png_keys[user_id] = pngs
             users[user_id] = _new(UserRecord, (user_id, *fields, img_path))
         else:
             others.append(user_id)

@@ -8,6 +8,9 @@ The only module that touches the garbage collector. Each step here has a test of
   every later full collection's way);
 - a rescan's allocations are kept (a new catalog) or freed by reference counting (a listing),
   so the collector pauses while it runs too;
+- worker threads (reads, passes, renders) hand the GIL back to the event loop within 1 ms
+  while the pipeline runs (:func:`loop_first`), not CPython's default 5 ms: with a few of them
+  waiting for it in turn, the loop waited several intervals, the longest stalls of a rescan;
 - passes over every object run on a worker thread (:func:`off_loop`), and large dicts are
   emptied there item by item (:func:`free_off_loop`): ``dict.clear()`` is one call that holds
   the GIL, and so the event loop, until every entry is freed.
@@ -18,11 +21,15 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import gc
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ("collector_paused", "free_off_loop", "frozen_when_done", "off_loop", "trim_heap")
+__all__ = ("collector_paused", "free_off_loop", "frozen_when_done", "loop_first", "off_loop", "trim_heap")
+
+#: Seconds a thread holding the GIL keeps it while another waits, under :func:`loop_first`.
+SWITCH_INTERVAL = 0.001
 
 T = TypeVar("T")
 
@@ -37,6 +44,17 @@ def collector_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+@contextmanager
+def loop_first() -> Iterator[None]:
+    """The GIL's switch interval at most SWITCH_INTERVAL for the block, as it was afterwards."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, SWITCH_INTERVAL))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 @contextmanager

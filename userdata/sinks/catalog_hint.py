@@ -28,7 +28,7 @@ import orjson
 
 from ..catalog import UNREAD, Catalog, Hint, each_key
 from ..records import FUTURE_BIRTHTS
-from ..stores import Version
+from ..stores import PRESENT, Version
 
 __all__ = ("FORMAT", "HEAD", "InvalidHint", "decode", "encode_entries", "encode_tail", "entries", "hint_key")
 
@@ -106,8 +106,8 @@ def _contents(doc: dict[str, Any]) -> Hint:
         raise InvalidHint("bad entries")
     # A version of the wrong shape is no harm (it equals no listed one: that object is read
     # again), so versions are only made what the store gives: tuples where JSON has lists.
-    # One of a single string (a placeholder) is one object for all.
-    shared: dict[Version, Version] = {}
+    # One of a single string (a placeholder: stores.PRESENT) is one object for all.
+    shared: dict[Version, Version] = {PRESENT: PRESENT}
     try:
         for i, version in enumerate(versions):
             if type(version) is list:

@@ -2,6 +2,8 @@
 
 Every store speaks in object keys (``src-data/1000.csv``) within one bucket, and gives each
 object an opaque version (size and mtime on disk, the ETag in S3) that changes when it does.
+A listing gives an image PRESENT instead: only whether a user has one matters, and one shared
+value costs nothing per image.
 """
 
 from __future__ import annotations
@@ -9,11 +11,22 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Hashable
 from typing import Protocol, TypeVar
 
-__all__ = ("MAX_OBJECT_SIZE", "Listing", "ObjectError", "Store", "StoreUnavailable", "Version", "too_large")
+__all__ = (
+    "MAX_OBJECT_SIZE",
+    "PRESENT",
+    "Listing",
+    "ObjectError",
+    "Store",
+    "StoreUnavailable",
+    "Version",
+    "too_large",
+)
 
 Version = Hashable
 #: key -> version of every object directly under the source prefix
 Listing = dict[str, Version]
+#: The version listed for an image, and for every object where none was asked for.
+PRESENT: Version = ("present",)
 T = TypeVar("T")
 #: Bytes a source object may have at most (far above any user's CSV): a larger one is rejected
 #: unread, and no read holds more, so one huge file costs neither memory nor time.

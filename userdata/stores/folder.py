@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..names import bad_name, rejected_name
-from . import MAX_OBJECT_SIZE, Listing, ObjectError, StoreUnavailable, Version, too_large
+from . import MAX_OBJECT_SIZE, PRESENT, Listing, ObjectError, StoreUnavailable, Version, too_large
 
 __all__ = ("FolderStore", "ThreadTrials")
 
@@ -30,10 +30,6 @@ _CHUNK = 128
 _BATCH = 4096
 #: Every this many batches, read_many times one on one thread and one on all its threads (ThreadTrials).
 _TRIAL_EVERY = 8
-
-
-#: The version listed where none was asked for, and for a PNG: only its presence matters.
-_PRESENT = ("present",)
 
 
 def _version(st: os.stat_result) -> Version:
@@ -98,7 +94,7 @@ class FolderStore:
                                 bad[rejected[0]] = rejected[1]
                             continue
                         wanted = versions and name[-4:].lower() != ".png"
-                        listing[self.prefix + name] = _version(entry.stat()) if wanted else _PRESENT
+                        listing[self.prefix + name] = _version(entry.stat()) if wanted else PRESENT
                     except OSError:  # removed while listed, a symlink loop, no permission: not a file
                         continue
         except (FileNotFoundError, NotADirectoryError) as e:

@@ -18,7 +18,7 @@ from typing import TypeVar
 from urllib.parse import unquote_plus
 
 from ..names import bad_name, rejected_name
-from . import MAX_OBJECT_SIZE, Listing, ObjectError, StoreUnavailable, Version, too_large
+from . import MAX_OBJECT_SIZE, PRESENT, Listing, ObjectError, StoreUnavailable, Version, too_large
 from .s3_http import Answer, S3Client, TooLarge
 from .sigv4 import Credentials, quote_key
 
@@ -132,7 +132,7 @@ class S3Store:
             page = body.decode()
             for key, etag in _objects(page):
                 if not bad_name(key):
-                    listing[key] = etag
+                    listing[key] = etag if key[-4:].lower() != ".png" else PRESENT
                 elif (rejected := rejected_name(key)) is not None:  # no key; listed as rejected
                     bad[rejected[0]] = rejected[1]
             token = _NEXT.search(page)
