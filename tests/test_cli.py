@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
@@ -284,3 +285,29 @@ async def test_a_kill_during_output_csv_writes_loses_nothing_and_leaves_nothing(
     assert not writing(), "the leftover of the killed write is removed at start"
     assert caught or n == 39  # the kill came during a write unless none was ever seen
     assert await again.stop(signal.SIGTERM) == 0, again.output()
+
+
+def test_version_and_help_name_each_variable_and_give_examples(run) -> None:
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("userdata ") and version.stdout.split()[1][0].isdigit()
+    helped = run("serve", "--help")
+    assert helped.returncode == 0
+    text = " ".join(helped.stdout.split())  # argparse wraps lines
+    for option in ("port", "data_dir", "rescan_interval", "database_url", "max_object_size"):
+        assert f"USERDATA_{option.upper()}" in text, option
+    assert "(default 8080)" in text and "examples:" in text
+
+
+@pytest.mark.parametrize("users", ["-5", "0", "many"])
+def test_demo_with_a_bad_number_of_users_exits_2_naming_the_option(run, users: str) -> None:
+    done = run("demo", "--users", users)
+    assert done.returncode == 2 and "argument --users" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+def test_serve_on_a_port_in_use_says_so_in_one_line_before_loading(run, data_dir: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        done = run("serve", "--port", str(port), "--data-dir", str(data_dir))
+    assert done.returncode == 1, done.stderr
+    assert done.stderr == f"userdata: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+    assert not data_dir.exists(), "nothing was loaded (the source folder would have been made)"

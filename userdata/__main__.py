@@ -7,8 +7,11 @@ import asyncio
 import dataclasses
 import itertools
 import logging
+import os
+import socket
 import sys
 from collections.abc import Sequence
+from importlib import metadata
 
 import orjson
 from aiohttp import web
@@ -41,6 +44,35 @@ _HELP = {
     "max_object_size": "bytes a source object may have at most; larger ones are rejected unread (default 1048576)",
 }
 _SERVE_ONLY = ("host", "port", "rescan_interval", "webhook_token")
+_EXAMPLES = """\
+examples:
+  userdata serve                          the folder store minio-data/ on http://127.0.0.1:8080
+  userdata demo --users 1000              1,000 demo users into the source folder first
+  userdata serve --s3-endpoint http://127.0.0.1:9000
+                                          MinIO or S3 (credentials: AWS_ACCESS_KEY_ID and
+                                          AWS_SECRET_ACCESS_KEY, or the usual AWS files)
+  USERDATA_PORT=9000 userdata serve       any option as its variable; the command line wins
+  userdata process --database-url postgresql://user@db/userdata
+                                          one pass: output.csv and the table, then exit
+"""
+
+
+def _version() -> str:
+    try:
+        return metadata.version("userdata")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _count(text: str) -> int:
+    """A whole number of 1 or more, for argparse."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number of 1 or more")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,19 +80,27 @@ def _parser() -> argparse.ArgumentParser:
         prog="userdata",
         description="Index per-user CSV and PNG objects and serve them over HTTP. "
         "Every option can also be given as a USERDATA_<NAME> variable; the command line wins.",
+        epilog=_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"userdata {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, help_ in (
         ("serve", "run the service"),
         ("process", "one batch pass: read the source, write output.csv and the database if configured, exit"),
         ("demo", "write a demo data set into the source folder"),
     ):
-        sub = commands.add_parser(name, help=help_, description=help_)
+        sub = commands.add_parser(
+            name, help=help_, description=help_, epilog=_EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
         for option in OPTIONS:
             if name == "serve" or option not in _SERVE_ONLY:
-                sub.add_argument("--" + option.replace("_", "-"), dest=option, metavar="X", help=_HELP[option])
+                variable = f"USERDATA_{option.upper()}"
+                sub.add_argument(
+                    "--" + option.replace("_", "-"), dest=option, metavar="X", help=f"{_HELP[option]}; {variable}"
+                )
         if name == "demo":
-            sub.add_argument("--users", type=int, default=100, help="number of users (default 100)")
+            sub.add_argument("--users", type=_count, default=100, help="number of users (default 100)")
             sub.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
             sub.add_argument(
                 "--if-empty", action="store_true", help="do nothing if the source prefix already has CSV files"
@@ -97,11 +137,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def serve(settings: Settings) -> int:
     """Run the service until SIGTERM or Ctrl-C."""
+    # Bound before anything is loaded: a port in use is told at once, in one line.
+    try:
+        family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+        sock = socket.create_server((settings.host, settings.port), family=family)
+    except OSError as e:
+        why = os.strerror(e.errno) if e.errno else str(e)
+        print(f"userdata: cannot listen on {settings.host}:{settings.port}: {why}", file=sys.stderr)
+        return 1
     logger.info("serving on http://%s:%d with %s", settings.host, settings.port, settings.chosen())
     web.run_app(
         create_app(settings),
-        host=settings.host,
-        port=settings.port,
+        sock=sock,
         print=None,
         shutdown_timeout=3.0,
         access_log=None,
