@@ -61,6 +61,19 @@ CHOICES = (
     "users went from 1,321 to about 980 B.",
     "Heap trim after a load (`tuning.trim_heap`): glibc keeps the pages a load's passes freed; "
     "`malloc_trim(0)` gave back about 50 B per user at 100,000 users.",
+    "The GIL's switch interval (`tuning.loop_first`): with CPython's default 5 ms, the longest stall of a"
+    " forced rescan at 100,000 users from the folder was 21 / 17 ms and a change named meanwhile showed "
+    "within 96 / 86 ms; at 1 ms, 5.1 / 5.9 ms and 40 / 38 ms, the rescan as fast (1.35 / 1.26 s against "
+    "1.33 / 1.32 s; `python -m bench.child rescans`, ABAB). From S3 at 100,000 users it changes little "
+    "(forced: 13 / 12 ms at 5 ms, 16 / 13 ms at 1 ms): there the loop's own turns are the stalls.",
+    "Images keyed again only on a first load (`scan.records(rekey=...)`): deleting and re-inserting each "
+    "image's key made the dict of 700,000 rebuild its table in one step, 45 ms in a plain loop; a "
+    "rescan's catalog holds the index's strings already. At 1,000,000 users the stalls left are the "
+    "dicts' own growth (benchmark 7's 'one dict's growth' shows the least of them).",
+    "Images listed as PRESENT from S3 too (`stores.PRESENT`, as the folder did): no ETag string per "
+    "image; the process's RSS kept per user after an S3 load of 100,000 users went from 1,017 to 952 B, "
+    "after a restart from 1,170 to 994 B (the last full run before it and this one, on another machine of"
+    " the same size: roughly).",
 )
 
 

@@ -25,7 +25,7 @@ __all__ = (
 Version = Hashable
 #: key -> version of every object directly under the source prefix
 Listing = dict[str, Version]
-#: The version listed for an image, and for every object where none was asked for.
+#: The version listed for an image (and by the folder for every object where none was asked for).
 PRESENT: Version = ("present",)
 T = TypeVar("T")
 #: Bytes a source object may have at most (far above any user's CSV): a larger one is rejected
