@@ -25,9 +25,10 @@ USER userdata
 ENV USERDATA_HOST=0.0.0.0
 EXPOSE 8080
 
-# The slim image has no curl: ask /health with Python. It answers 503 while starting, which
-# urlopen raises on, so the container is healthy once the first load is done.
+# Liveness (/livez): it answers while the process serves, a first load of any length included,
+# so a long load never marks the container unhealthy. Readiness for a load balancer is /readyz
+# (503 until loaded). The slim image has no curl: Python asks.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/livez', timeout=4)"]
 
 CMD ["userdata", "serve"]

@@ -239,8 +239,9 @@ def healthcheck_command(instruction: Instruction) -> list[str]:
 
 
 def health_port(argv: list[str]) -> int:
-    """The port of the /health URL a healthcheck asks on the container's loopback."""
-    (port,) = re.findall(r"http://127\.0\.0\.1:(\d+)/health\b", " ".join(argv))
+    """The port of the liveness URL a healthcheck asks on the container's loopback: /livez, which
+    answers during a first load of any length, so that never marks the container unhealthy."""
+    (port,) = re.findall(r"http://127\.0\.0\.1:(\d+)/livez\b", " ".join(argv))
     return int(port)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,10 +15,12 @@ from typing import Any
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
-from helpers import Service, fast_settings, wait_until
+from helpers import Service, SpyStore, fast_settings, wait_until
 
 from userdata import views
 from userdata.app import create_app
+from userdata.health import REJECTED_SHOWN
+from userdata.stores.folder import FolderStore
 
 DAY_MS = 86_400_000
 YEAR_MS = 365.2425 * DAY_MS  # the SPEC's year for exact ages
@@ -316,7 +320,7 @@ async def test_a_repeated_query_follows_the_date(users: Service, monkeypatch: py
 async def test_health_lists_users_and_rejected_files(users: Service, write_user: Callable[..., Path]) -> None:
     body = await users.get("/health")
     assert isinstance(body.pop("store", ""), str), body
-    assert body == {"status": "ok", "users": len(USERS), "rejected": []}
+    assert body == {"status": "ok", "users": len(USERS), "rejected": [], "rejected_count": 0}
 
     write_user("99", csv="first_name,last_name\nA,B\n")
 
@@ -332,6 +336,7 @@ async def test_health_lists_users_and_rejected_files(users: Service, write_user:
         "status": "ok",
         "users": len(USERS),
         "rejected": [{"key": "src-data/99.csv", "reason": reason}],
+        "rejected_count": 1,
     }
     assert isinstance(reason, str) and "birthts" in reason and "\n" not in reason, reason
     assert "99" not in users.index
@@ -482,7 +487,7 @@ async def test_health_and_rescan_are_503_until_the_store_can_be_listed(data_dir:
         await wait_until(healthy, message="for /health to recover")
         body = await service.get("/health")
         body.pop("store", None)
-        assert body == {"status": "ok", "users": 1, "rejected": []}
+        assert body == {"status": "ok", "users": 1, "rejected": [], "rejected_count": 0}
         assert await service.user_ids() == ["1"]
     finally:
         await client.close()
@@ -503,4 +508,79 @@ async def test_health_is_degraded_but_serving_when_the_store_goes_away(users: Se
     assert (report["users"], report["added"], report["removed"]) == (len(USERS), 0, 0), report
     body = await users.get("/health")
     body.pop("store", None)
-    assert body == {"status": "ok", "users": len(USERS), "rejected": []}
+    assert body == {"status": "ok", "users": len(USERS), "rejected": [], "rejected_count": 0}
+
+
+# Liveness, readiness, the rejected files.
+
+
+async def test_liveness_answers_during_a_first_load_and_readiness_only_after_it(
+    start_service, data_dir: Path, source_dir: Path, write_user
+) -> None:
+    write_user("1")
+    store = SpyStore(FolderStore(data_dir, "datalake", "src-data/"))
+    held = asyncio.Event()
+
+    async def hold(keys: Any) -> None:
+        await held.wait()
+
+    store.after_read = hold  # the first load reads, then waits here
+    service = await start_service(fast_settings(data_dir), store=store, loaded=False)
+    await wait_until(lambda: store.reads, message="the first load under way")
+    assert await service.get("/livez", status=200) == {"status": "alive"}
+    assert await service.get("/readyz", status=503) == {"status": "starting"}
+    assert (await service.get("/health", status=503))["status"] == "starting"
+    # The image's healthcheck, as it is written in the Dockerfile, passes during the load.
+    (code,) = [arg for arg in _dockerfile_healthcheck() if "urlopen" in arg]
+    port = service.client.port
+    done = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", code.replace(":8080/", f":{port}/")], capture_output=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    held.set()
+    await wait_until(service.pipeline.loaded.is_set)
+    assert await service.get("/readyz", status=200) == {"status": "ready"}
+
+
+def _dockerfile_healthcheck() -> list[str]:
+    text = (Path(__file__).resolve().parents[1] / "Dockerfile").read_text()
+    (line,) = [line for line in text.splitlines() if "CMD" in line and "urlopen" in line]
+    return list(json.loads(line.strip().removeprefix("CMD")))
+
+
+async def test_health_lists_the_first_rejected_files_and_rejected_pages_through_all(
+    start_service, data_dir: Path, source_dir: Path
+) -> None:
+    source_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(REJECTED_SHOWN + 30):
+        (source_dir / f"bad{i:04d}.csv").write_text("not, a, user\n")
+    service = await start_service(fast_settings(data_dir, watch=False))
+    health = await service.get("/health")
+    keys = sorted(f"src-data/bad{i:04d}.csv" for i in range(REJECTED_SHOWN + 30))
+    assert health["rejected_count"] == len(keys)
+    assert [r["key"] for r in health["rejected"]] == keys[:REJECTED_SHOWN]
+
+    seen: list[str] = []
+    url = "/rejected?limit=40"
+    while url:
+        response = await service.client.get(url)
+        assert response.status == 200, await response.text()
+        body = await response.json()
+        assert body["count"] == len(keys) and len(body["rejected"]) <= 40
+        assert all(r["reason"] for r in body["rejected"])
+        seen += [r["key"] for r in body["rejected"]]
+        link = response.headers.get("Link")
+        url = link[1 : link.index(">")] if link else ""
+        assert not link or link.endswith('; rel="next"')
+    assert seen == keys  # every one once, in order, the last page without a next link
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=x", "limit"), ("limit=²", "limit"), ("page=2", "page"),
+     ("limit=1&limit=2", "more than once")],
+)  # fmt: skip
+async def test_bad_rejected_queries_are_400_naming_the_parameter(service: Service, query: str, named: str) -> None:
+    response = await service.client.get(f"/rejected?{query}")
+    assert response.status == 400
+    assert named in (await response.json())["error"]

@@ -1,14 +1,21 @@
-"""GET /health: the problems each part reports of itself, composed into one answer."""
+"""Health: the problems each part reports of itself, composed into one answer (``GET /health``),
+and the checks orchestrators ask: liveness, readiness, the whole list of rejected files."""
 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from aiohttp import web
 
 from .keys import INDEX, MIRROR, OUTPUT, PIPELINE, STORE, WATCHER, Part
 
-__all__ = ("check_health",)
+__all__ = ("REJECTED_SHOWN", "check_health", "rejected_page")
+
+#: Rejected files /health lists at most (the first by key); ``GET /rejected`` pages through all.
+REJECTED_SHOWN = 100
+#: Rejected files a page of ``GET /rejected`` holds at most.
+MAX_PAGE = 1000
 
 
 def check_health(app: web.Application) -> tuple[int, dict[str, Any]]:
@@ -23,8 +30,21 @@ def check_health(app: web.Application) -> tuple[int, dict[str, Any]]:
     if cause:
         body["cause"] = cause
     body["users"] = len(app[INDEX])
-    body["rejected"] = [{"key": k, "reason": r} for k, r in sorted(pipeline.rejected.items())]
+    rejected = pipeline.rejected
+    body["rejected"] = [{"key": k, "reason": rejected[k]} for k in sorted(rejected)[:REJECTED_SHOWN]]
+    body["rejected_count"] = len(rejected)
     body["store"] = app[STORE].describe()
     if mirror is not None:
         body["mirror"] = mirror.summary()
     return 200, body
+
+
+def rejected_page(app: web.Application, limit: int, after: str | None) -> tuple[dict[str, Any], str | None]:
+    """Up to ``limit`` rejected files with keys after ``after``, in key order, with the total;
+    and the query of the next page, None on the last."""
+    rejected = app[PIPELINE].rejected
+    keys = sorted(key for key in rejected if after is None or key > after)
+    page = keys[:limit]
+    body = {"rejected": [{"key": k, "reason": rejected[k]} for k in page], "count": len(rejected)}
+    more = len(keys) > limit
+    return body, urlencode({"limit": limit, "after": page[-1]}) if more else None

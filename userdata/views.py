@@ -18,7 +18,7 @@ from multidict import MultiMapping
 
 from .cache import Body
 from .events import InvalidEvent, objects_from_event
-from .health import check_health
+from .health import MAX_PAGE, REJECTED_SHOWN, check_health, rejected_page
 from .index import Filters, birth_days
 from .keys import DATA_CACHE, INDEX, PIPELINE, SETTINGS
 from .middleware import BadRequest, json_error
@@ -176,6 +176,39 @@ async def events(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     status, body = check_health(request.app)
     return _json(body, status)
+
+
+@routes.get("/livez")
+async def livez(request: web.Request) -> web.Response:
+    """Liveness: the process serves (a first load of any length included)."""
+    return _json({"status": "alive"})
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: 503 until the first load is done; then 200, degraded or not (the index is served)."""
+    if not request.app[PIPELINE].loaded.is_set():
+        return _json({"status": "starting"}, 503)
+    return _json({"status": "ready"})
+
+
+@routes.get("/rejected")
+async def rejected(request: web.Request) -> web.Response:
+    """Every rejected file, a page at a time, in key order."""
+    query = request.query
+    for name in query:
+        if name not in ("limit", "after"):
+            raise BadRequest(f"unknown parameter {_quote(name)}; known: limit, after")
+    if any(len(query.getall(name)) > 1 for name in query):
+        raise BadRequest("a parameter is given more than once")
+    text = query.get("limit", str(REJECTED_SHOWN)).strip()
+    if not re.fullmatch("[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_PAGE:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}, not {_quote(text)}")
+    body, following = rejected_page(request.app, int(text), query.get("after"))
+    response = _json(body)
+    if following is not None:
+        response.headers["Link"] = f'</rejected?{following}>; rel="next"'
+    return response
 
 
 @routes.get("/")
