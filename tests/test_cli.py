@@ -308,6 +308,6 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_before_loading(run, data_dir
     with socket.create_server(("127.0.0.1", 0)) as taken:
         port = taken.getsockname()[1]
         done = run("serve", "--port", str(port), "--data-dir", str(data_dir))
-    assert done.returncode == 1, done.stderr
+    assert done.returncode == 2, done.stderr
     assert done.stderr == f"userdata: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert not data_dir.exists(), "nothing was loaded (the source folder would have been made)"

@@ -144,7 +144,7 @@ def serve(settings: Settings) -> int:
     except OSError as e:
         why = os.strerror(e.errno) if e.errno else str(e)
         print(f"userdata: cannot listen on {settings.host}:{settings.port}: {why}", file=sys.stderr)
-        return 1
+        return 2
     logger.info("serving on http://%s:%d with %s", settings.host, settings.port, settings.chosen())
     web.run_app(
         create_app(settings),
