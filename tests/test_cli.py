@@ -225,6 +225,8 @@ def test_process_reads_the_data_dir_variable(run, users: None, data_dir: Path, o
         pytest.param(["process", "--output-key", "src-data/out.csv"], {}, "--output-key", id="output-key"),
         pytest.param(["serve"], {"USERDATA_PORT": "x"}, "USERDATA_PORT", id="variable-port-x"),
         pytest.param(["serve"], {"USERDATA_PORT": "70000"}, "USERDATA_PORT", id="variable-port-70000"),
+        pytest.param(["process", "--log-format", "xml"], {}, "--log-format", id="log-format"),
+        pytest.param(["serve", "--access-log", "maybe"], {}, "--access-log", id="access-log"),
     ],
 )
 def test_a_bad_option_value_exits_2_with_one_line_naming_it(
@@ -311,3 +313,26 @@ def test_serve_on_a_port_in_use_says_so_in_one_line_before_loading(run, data_dir
     assert done.returncode == 2, done.stderr
     assert done.stderr == f"userdata: cannot listen on 127.0.0.1:{port}: Address already in use\n"
     assert not data_dir.exists(), "nothing was loaded (the source folder would have been made)"
+
+
+async def test_json_logs_are_one_object_a_line_with_the_access_log_fields(serve, users: None, data_dir: Path) -> None:
+    port = free_port()
+    served = await serve(
+        "--data-dir", str(data_dir), "--rescan-interval", "0", "--log-format", "json", "--access-log", "on", port=port
+    )
+    await served.wait_healthy()
+    assert (await served.get("/stats?min_age=1"))[0] == 200
+    assert await served.stop(signal.SIGTERM) == 0, served.output()
+    lines = [json.loads(line) for line in served.output().splitlines()]  # every line parses
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    assert any(line["logger"] == "userdata" and "serving on" in line["message"] for line in lines)
+    (access,) = [line for line in lines if line["logger"] == "userdata.access" and "/stats" in line["path"]]
+    assert access["method"] == "GET" and access["path"] == "/stats?min_age=1" and access["status"] == 200
+    assert access["duration_ms"] >= 0 and access["remote"] == "127.0.0.1"
+
+
+async def test_no_access_log_unless_asked(serve, users: None, data_dir: Path) -> None:
+    served = await serve("--data-dir", str(data_dir), "--rescan-interval", "0", port=free_port())
+    await served.wait_healthy()
+    assert await served.stop(signal.SIGTERM) == 0
+    assert "userdata.access" not in served.output() and "/health" not in served.output()

@@ -16,11 +16,10 @@ from importlib import metadata
 import orjson
 from aiohttp import web
 
-from . import demo
+from . import demo, logs
 from .app import create_app, create_store, follow_catalog
 from .index import UserIndex
 from .pipeline import Pipeline
-from .redact import Redactor
 from .settings import OPTIONS, Settings, SettingsError, resolve
 from .sinks.output_csv import OutputWriter
 from .sinks.postgres import DatabaseUnavailable, mirror_once
@@ -42,8 +41,10 @@ _HELP = {
     "webhook_token": "token that enables POST /events for MinIO bucket notifications",
     "log_level": "debug, info, warning or error (default info)",
     "max_object_size": "bytes a source object may have at most; larger ones are rejected unread (default 1048576)",
+    "log_format": "text, or json: one JSON object a line (default text)",
+    "access_log": "on: a line per request, logger userdata.access (default off)",
 }
-_SERVE_ONLY = ("host", "port", "rescan_interval", "webhook_token")
+_SERVE_ONLY = ("host", "port", "rescan_interval", "webhook_token", "access_log")
 _EXAMPLES = """\
 examples:
   userdata serve                          the folder store minio-data/ on http://127.0.0.1:8080
@@ -116,14 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as e:
         print(f"userdata: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(Redactor(settings.secrets()))
-    for noisy in ("watchfiles", "aiobotocore", "botocore"):  # batches and credentials at info
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logs.configure(settings.log_level, settings.log_format, settings.secrets())
     try:
         if args.command == "serve":
             return serve(settings)
@@ -151,7 +145,8 @@ def serve(settings: Settings) -> int:
         sock=sock,
         print=None,
         shutdown_timeout=3.0,
-        access_log=None,
+        access_log=logging.getLogger("userdata.access") if settings.access_log else None,
+        access_log_class=logs.AccessLogger,
     )
     logger.info("stopped")
     return 0

@@ -42,6 +42,8 @@ class Settings:
     webhook_token: str | None = None
     log_level: str = "info"
     max_object_size: int = MAX_OBJECT_SIZE
+    log_format: str = "text"
+    access_log: bool = False
     # Tuning, not on the command line: tests pass small values, or switch parts off.
     watch: bool = True
     watch_debounce_ms: int = 200
@@ -67,6 +69,8 @@ class Settings:
             raise SettingsError(f"output_key: {self.output_key!r} must not be a source object")
         if self.log_level not in ("debug", "info", "warning", "error"):
             raise SettingsError(f"log_level: {self.log_level!r} is not debug, info, warning or error")
+        if self.log_format not in ("text", "json"):
+            raise SettingsError(f"log_format: {self.log_format!r} is not text or json")
         self._check_numbers()
         if self.database_url is not None and urlsplit(self.database_url).scheme not in ("postgresql", "postgres"):
             raise SettingsError(f"database_url: not a postgresql:// URL: {redacted_url(self.database_url)!r}")
@@ -125,6 +129,16 @@ def _text(text: str) -> str:
     return text
 
 
+_SWITCH = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def _switch(text: str) -> bool:
+    try:
+        return _SWITCH[text.strip().lower()]
+    except KeyError:
+        raise ValueError("expected on or off (true/false, yes/no, 1/0)") from None
+
+
 #: option name -> how to convert its text; every one is also USERDATA_<NAME>
 OPTIONS: dict[str, Any] = {
     "data_dir": Path,
@@ -139,6 +153,8 @@ OPTIONS: dict[str, Any] = {
     "webhook_token": _text,
     "log_level": str.lower,
     "max_object_size": _positive_int,
+    "log_format": str.lower,
+    "access_log": _switch,
 }
 
 
