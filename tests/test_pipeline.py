@@ -4,6 +4,7 @@ same catalog and index as the incremental path that applied every change as it c
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import RandomFolder, SpyStore, catalog_state, running, wait_until
 
+from userdata import reconcile
 from userdata.index import Diff, UserIndex
 from userdata.objects import classify
 from userdata.pipeline import Pipeline
@@ -241,3 +243,30 @@ async def test_a_failing_listener_stops_neither_the_others_nor_the_pipeline(tmp_
             pipeline.submit([classify(PREFIX + "0.csv", PREFIX)])  # type: ignore[list-item]
             await wait_until(lambda f=first: pipeline.index.get("0").first_name == f)  # type: ignore[union-attr,misc]
     assert len(heard) >= 3  # the load's, then each change's
+
+
+async def test_a_long_load_tells_its_progress(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    source = tmp_path / "bucket" / "src"
+    source.mkdir(parents=True)
+    for i in range(500):
+        (source / f"{i}.csv").write_text(f"first_name, last_name, birthts\nAnn, Lee, {i}\n")
+    monkeypatch.setattr(reconcile, "PROGRESS_EVERY", 0.05)
+    store = SpyStore(FolderStore(tmp_path, "bucket", "src/"))
+    told = asyncio.Event()
+
+    async def hold(keys: object) -> None:  # the reads done, the load held until progress is told
+        await told.wait()
+
+    store.after_read = hold
+    pipeline = Pipeline(store, UserIndex(), "src/")
+    with caplog.at_level(logging.INFO, logger="userdata.reconcile"):
+        load = asyncio.create_task(pipeline.load())
+        await wait_until(lambda: "read 500 of 500 objects" in caplog.text, message="a progress line")
+        told.set()
+        await load
+    line = next(r.getMessage() for r in caplog.records if "of 500 objects" in r.getMessage())
+    assert "/s, about 0 s left)" in line, line
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="userdata.reconcile"):
+        await asyncio.sleep(0.2)
+    assert "objects (" not in caplog.text, "no progress once the reads are done"

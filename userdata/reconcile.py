@@ -8,8 +8,10 @@ catalog and the index in one synchronous step, so a reader never sees half a bat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -182,7 +184,39 @@ class Reconciler:
     async def _read(self, keys: Collection[str]) -> Contents:
         if not keys:
             return {}
-        return await self.store.read_many(keys, _parser(time.time_ns() // 1_000_000))
+        parse, done = _counted(_parser(time.time_ns() // 1_000_000))
+        told = asyncio.create_task(_tell_progress(done, len(keys)))
+        try:
+            return await self.store.read_many(keys, parse)
+        finally:
+            told.cancel()
+
+
+#: Seconds between progress lines while many objects are read (a load, a forced rescan).
+PROGRESS_EVERY = 5.0
+
+
+def _counted(parse: Callable[[bytes], Outcome]) -> tuple[Callable[[bytes], Outcome], Callable[[], int]]:
+    """``parse``, counting its calls (from any thread: ``next`` on a count is one step), and how
+    many there were so far."""
+    calls = itertools.count()
+    seen = [0]
+
+    def counted(data: bytes) -> Outcome:
+        seen[0] = next(calls) + 1
+        return parse(data)
+
+    return counted, lambda: seen[0]
+
+
+async def _tell_progress(done: Callable[[], int], total: int) -> None:
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(PROGRESS_EVERY)
+        count, seconds = done(), time.monotonic() - started
+        rate = count / seconds
+        left = f"about {(total - count) / rate:.0f} s left" if rate > 0 else "no object read yet"
+        logger.info("read %d of %d objects (%.0f/s, %s)", count, total, rate, left)
 
 
 def _parser(now_ms: int) -> Callable[[bytes], Outcome]:
