@@ -34,8 +34,11 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "provectus
 PNG = make_png(4, 4, (10, 120, 200))
 
 
-async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message: str | Callable[[], str] = "") -> None:
-    """Wait until ``predicate()`` (awaited when it returns an awaitable) is true, or fail."""
+async def wait_until(
+    predicate: Callable[[], Any], timeout: float = 5.0, message: str | Callable[[], str] = "", every: float = 0.01
+) -> None:
+    """Wait until ``predicate()`` (awaited when it returns an awaitable) is true, or fail; it is
+    asked every ``every`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -46,7 +49,7 @@ async def wait_until(predicate: Callable[[], Any], timeout: float = 5.0, message
         if time.monotonic() > deadline:
             text = message() if callable(message) else message
             raise AssertionError(f"condition not met within {timeout} s {text}".strip())
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(every)
 
 
 @contextlib.asynccontextmanager

@@ -31,6 +31,7 @@ class FaultProxy:
         self.accepted = 0
         self.refused = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        self._handlers: set[asyncio.Task[Any]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -43,12 +44,22 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
+        """Close everything on the proxy's own loop, then end its thread."""
         if self._server is not None:
-            self._server.close()
-            self.cut()
+            self._call(self._shutdown())
         self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
+        self._thread.join(10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        self.refusing = True
+        await self._close_all()
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
 
     @property
     def endpoint(self) -> str:
@@ -72,6 +83,15 @@ class FaultProxy:
             _reset(writer)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        try:
+            await self._forward(reader, writer)
+        finally:
+            self._handlers.discard(task)
+
+    async def _forward(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.refusing:
             self.refused += 1
             _reset(writer)

@@ -20,6 +20,7 @@ from helpers import PNG, S3Bucket, SpyStore, fast_settings, wait_until
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from userdata.logs import JsonFormatter
 from userdata.names import bad_name, shown
 from userdata.objects import classify
 from userdata.records import UserRecord
@@ -312,6 +313,14 @@ def test_the_log_filter_hides_secrets_in_messages_and_tracebacks() -> None:
     assert redactor.filter(record)
     text = logging.Formatter().format(record)
     assert "s3cr@t" not in text and "tok" not in text and "***" in text
+
+
+def test_json_log_lines_hide_secrets_in_the_event_fields_too() -> None:
+    record = logging.LogRecord("userdata.access", logging.INFO, __file__, 1, "GET %s", ("/data?t=s3cr3t",), None)
+    record.path = "/data?t=s3cr3t"  # as the access log's extra= fields
+    assert Redactor({"s3cr3t"}).filter(record)
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line["path"] == "/data?t=***" and line["message"] == "GET /data?t=***", line
 
 
 def test_the_startup_line_shows_the_chosen_settings_and_no_password(tmp_path: Path) -> None:

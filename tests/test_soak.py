@@ -38,6 +38,8 @@ from proxy import FaultProxy
 from served import Served, free_port
 
 PHASE = float(os.environ.get("SOAK_SECONDS", "2"))
+#: Each test's own bound: its phases and the waits after its faults, whatever the phase length.
+pytestmark = pytest.mark.timeout(300 + PHASE * 20)
 USERS = 2_000  # at the start; writers add, change and delete among USERS * 3 / 2 ids
 WRITERS = 2
 READERS = 4
@@ -222,7 +224,7 @@ async def caught_up(served: Served, files: Files, output: Callable[[], bytes | N
         health = seen.get("health")
         return f"/data differs at {wrong}, output.csv at {stale}; /health {health}\n{served.output()[-3000:]}"
 
-    await wait_until(equal, SETTLE, message=why)
+    await wait_until(equal, SETTLE, message=why, every=0.2)  # each look reads all of /data
     return time.monotonic() - started
 
 
@@ -368,7 +370,9 @@ async def test_postgresql_stopped_loses_nothing(serve, data_dir: Path, source_di
             await asyncio.sleep(PHASE)
         # the index follows the files while the database is down: it is never stale
         expected = files.expected()
-        await wait_until(_equals(served, expected), SETTLE, message="/data equal to the files while PostgreSQL is down")
+        await wait_until(
+            _equals(served, expected), SETTLE, every=0.2, message="/data equal to the files while PostgreSQL is down"
+        )
         await asyncio.to_thread(throwaway_server.start)
         started = time.monotonic()
         await caught_up(served, files, output)
@@ -376,7 +380,7 @@ async def test_postgresql_stopped_loses_nothing(serve, data_dir: Path, source_di
         async def mirrored() -> bool:
             return await table() == expected
 
-        await wait_until(mirrored, SETTLE, message="the table equal to the files")
+        await wait_until(mirrored, SETTLE, every=0.2, message="the table equal to the files")
         settled = time.monotonic() - started
     readers.check()
     assert await served.stop(signal.SIGTERM) == 0, served.output()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import subprocess
@@ -20,6 +21,7 @@ from helpers import Service, SpyStore, fast_settings, wait_until
 from userdata import views
 from userdata.app import create_app
 from userdata.health import REJECTED_SHOWN
+from userdata.keys import TASKS
 from userdata.stores.folder import FolderStore
 
 DAY_MS = 86_400_000
@@ -584,3 +586,18 @@ async def test_bad_rejected_queries_are_400_naming_the_parameter(service: Servic
     response = await service.client.get(f"/rejected?{query}")
     assert response.status == 400
     assert named in (await response.json())["error"]
+
+
+async def test_liveness_fails_once_a_background_task_has_died(service: Service) -> None:
+    assert await service.get("/livez", status=200) == {"status": "alive"}
+
+    async def crash() -> None:
+        raise RuntimeError("a bug")
+
+    died = asyncio.create_task(crash(), name="userdata.output")
+    with contextlib.suppress(RuntimeError):
+        await died
+    service.app[TASKS].append(died)  # as if the app's own output task had died
+    body = await service.get("/livez", status=503)
+    assert body["status"] == "stopped" and "userdata.output stopped (RuntimeError)" in body["cause"], body
+    assert "a bug" not in body["cause"]  # the error's text stays in the log

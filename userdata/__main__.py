@@ -136,7 +136,7 @@ def serve(settings: Settings) -> int:
         family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
         sock = socket.create_server((settings.host, settings.port), family=family)
     except OSError as e:
-        why = os.strerror(e.errno) if e.errno else str(e)
+        why = os.strerror(e.errno) if e.errno and e.errno > 0 else (e.strerror or str(e))
         print(f"userdata: cannot listen on {settings.host}:{settings.port}: {why}", file=sys.stderr)
         return 2
     logger.info("serving on http://%s:%d with %s", settings.host, settings.port, settings.chosen())

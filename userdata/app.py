@@ -17,7 +17,7 @@ from aiohttp import web
 
 from .cache import ResponseCache
 from .index import UserIndex
-from .keys import DATA_CACHE, INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER
+from .keys import DATA_CACHE, INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, TASKS, WATCHER
 from .middleware import error_middleware
 from .objects import SourceObject
 from .pipeline import Pipeline
@@ -151,6 +151,7 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     # The last good records come from output.csv: a user whose CSV is invalid at start-up keeps
     # the record it had.
     pipeline_task = _start(pipeline.run(restore=output.restore), "pipeline")
+    app[TASKS] = [pipeline_task, output_task] + ([watch_task] if watcher is not None else [])
     yield
     if watcher is not None:
         watcher.stop_event.set()

@@ -3,6 +3,7 @@ and the checks orchestrators ask: liveness, readiness, the whole list of rejecte
 
 from __future__ import annotations
 
+import heapq
 from typing import Any
 from urllib.parse import urlencode
 
@@ -31,7 +32,7 @@ def check_health(app: web.Application) -> tuple[int, dict[str, Any]]:
         body["cause"] = cause
     body["users"] = len(app[INDEX])
     rejected = pipeline.rejected
-    body["rejected"] = [{"key": k, "reason": rejected[k]} for k in sorted(rejected)[:REJECTED_SHOWN]]
+    body["rejected"] = [{"key": k, "reason": rejected[k]} for k in heapq.nsmallest(REJECTED_SHOWN, rejected)]
     body["rejected_count"] = len(rejected)
     body["store"] = app[STORE].describe()
     if mirror is not None:

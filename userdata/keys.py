@@ -18,7 +18,19 @@ from .settings import Settings
 from .sinks.output_csv import OutputWriter
 from .stores import Store
 
-__all__ = ("DATA_CACHE", "INDEX", "MIRROR", "OUTPUT", "PIPELINE", "SETTINGS", "STORE", "WATCHER", "Mirror", "Part")
+__all__ = (
+    "DATA_CACHE",
+    "INDEX",
+    "MIRROR",
+    "OUTPUT",
+    "PIPELINE",
+    "SETTINGS",
+    "STORE",
+    "TASKS",
+    "WATCHER",
+    "Mirror",
+    "Part",
+)
 
 
 class Part(Protocol):
@@ -51,3 +63,5 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTPUT = web.AppKey("output", OutputWriter)
 WATCHER = web.AppKey("watcher", Part)  # only set while a folder is watched
 MIRROR = web.AppKey("mirror", Mirror)  # only set with a database URL
+#: the background tasks the app runs (pipeline, output, watcher): /livez fails if one has died
+TASKS = web.AppKey("tasks", list[asyncio.Task[None]])

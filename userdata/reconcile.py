@@ -24,7 +24,7 @@ from .names import shown
 from .objects import SourceObject
 from .records import FUTURE_BIRTHTS, InvalidRecord, parse_user_csv
 from .scan import Contents
-from .stores import Listing, ObjectError, Store, StoreUnavailable, Version
+from .stores import PRESENT, Listing, ObjectError, Store, StoreUnavailable, Version
 
 __all__ = ("Reconciler",)
 
@@ -61,8 +61,8 @@ class Reconciler:
         for key, version in (await self.store.stat_many(pngs)).items() if pngs else ():
             if isinstance(version, ObjectError):  # the image's state is unknown: keep what is known
                 logger.warning("cannot look at %s: %s", key, version)
-            else:
-                found[key] = version
+            else:  # present or not: an image's version is no news (listings give PRESENT)
+                found[key] = None if version is None else PRESENT
         return await self._update(found, csvs, refresh=True)
 
     async def resume(self, hint: Hint) -> bool:

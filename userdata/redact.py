@@ -48,7 +48,8 @@ def redacted_url(url: str) -> str:
 
 
 class Redactor(logging.Filter):
-    """A handler's filter: each secret in a record's message or traceback shown as ``***``."""
+    """A handler's filter: each secret in a record's message, traceback or string fields (an
+    event's own, which JSON lines show) shown as ``***``."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         super().__init__()
@@ -65,6 +66,9 @@ class Redactor(logging.Filter):
             return True
         message = record.getMessage()
         record.msg, record.args = self.redact(message), ()
+        for name, value in list(vars(record).items()):
+            if type(value) is str and name != "msg":
+                setattr(record, name, self.redact(value))
         if record.exc_info and not record.exc_text:
             record.exc_text = logging.Formatter().formatException(record.exc_info)
         if record.exc_text:

@@ -30,6 +30,8 @@ __all__ = ("collector_paused", "free_off_loop", "frozen_when_done", "loop_first"
 
 #: Seconds a thread holding the GIL keeps it while another waits, under :func:`loop_first`.
 SWITCH_INTERVAL = 0.001
+#: Under loop_first: the interval before the first block, then one entry per block running.
+_first: list[float] = []
 
 T = TypeVar("T")
 
@@ -48,13 +50,18 @@ def collector_paused() -> Iterator[None]:
 
 @contextmanager
 def loop_first() -> Iterator[None]:
-    """The GIL's switch interval at most SWITCH_INTERVAL for the block, as it was afterwards."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, SWITCH_INTERVAL))
+    """The GIL's switch interval at most SWITCH_INTERVAL while any such block runs (pipelines
+    may overlap, in tests), as it was before the first once the last ends."""
+    if not _first:
+        _first.append(sys.getswitchinterval())
+        sys.setswitchinterval(min(_first[0], SWITCH_INTERVAL))
+    _first.append(0.0)  # one more block running
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        _first.pop()
+        if len(_first) == 1:
+            sys.setswitchinterval(_first.pop())
 
 
 @contextmanager

@@ -20,7 +20,7 @@ from .cache import Body
 from .events import InvalidEvent, objects_from_event
 from .health import MAX_PAGE, REJECTED_SHOWN, check_health, rejected_page
 from .index import Filters, birth_days
-from .keys import DATA_CACHE, INDEX, PIPELINE, SETTINGS
+from .keys import DATA_CACHE, INDEX, PIPELINE, SETTINGS, TASKS
 from .middleware import BadRequest, json_error
 from .records import UserRecord
 from .stores import StoreUnavailable
@@ -180,7 +180,13 @@ async def health(request: web.Request) -> web.Response:
 
 @routes.get("/livez")
 async def livez(request: web.Request) -> web.Response:
-    """Liveness: the process serves (a first load of any length included)."""
+    """Liveness: the process serves (a first load of any length included) and none of its
+    background tasks has died (that only a restart mends)."""
+    for task in request.app.get(TASKS, ()):
+        if task.done() and not task.cancelled():
+            # The error's type only: its text may hold anything; the log has it whole.
+            cause = f"{task.get_name()} stopped ({type(task.exception()).__name__}); see the log"
+            return _json({"status": "stopped", "cause": cause}, 503)
     return _json({"status": "alive"})
 
 
