@@ -256,6 +256,9 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
     for name, service in services.items():
         if "build" in service:
             assert service["build"] == ".", name  # the project's Dockerfile
+            assert service["image"] == "userdata:local", name  # the name the demo job runs too
+            continue
+        if service.get("pull_policy") == "never":  # an image built here
             continue
         repository, _, tag = service["image"].rpartition(":")
         assert repository and "/" not in tag and tag not in ("", "latest"), f"{name}: {service['image']}"
@@ -296,6 +299,19 @@ def test_healthchecks(compose: dict[str, Any], dockerfile: list[Instruction]) ->
     assert app[:2] == ["CMD", "python"], app  # the slim image has no curl
     assert health_port(app[1:]) == app_settings(compose).port
     assert app[1:] == healthcheck_command(only(dockerfile, "HEALTHCHECK"))
+
+
+def test_every_long_running_service_restarts(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        one_shot = name in ("createbuckets", "demo")
+        assert service.get("restart", "no") == ("no" if one_shot else "unless-stopped"), name
+
+
+def test_the_package_says_it_is_typed() -> None:
+    assert (ROOT / "userdata" / "py.typed").exists()
+    text = (ROOT / "setup.cfg").read_text()
+    assert "py.typed" in text and "Typing :: Typed" in text
+    assert f"Programming Language :: Python :: {sys.version_info.major}.{sys.version_info.minor}" in text
 
 
 def test_ports(compose: dict[str, Any]) -> None:
@@ -344,7 +360,8 @@ def test_app_environment_names_real_options(compose: dict[str, Any]) -> None:
 def test_demo_uploads_where_the_app_reads(compose: dict[str, Any]) -> None:
     services = compose["services"]
     demo, app = services["demo"], services["app"]
-    assert demo["build"] == app["build"]
+    # The app's image, built once, never pulled (no registry has it)
+    assert "build" not in demo and demo["image"] == app["image"] and demo["pull_policy"] == "never"
     assert demo["command"] == ["userdata", "demo", "--if-empty"]
     demo_settings = resolve({}, environment(demo))
     settings = app_settings(compose)
