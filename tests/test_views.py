@@ -601,3 +601,53 @@ async def test_liveness_fails_once_a_background_task_has_died(service: Service) 
     body = await service.get("/livez", status=503)
     assert body["status"] == "stopped" and "userdata.output stopped (RuntimeError)" in body["cause"], body
     assert "a bug" not in body["cause"]  # the error's text stays in the log
+
+
+# Paging /data.
+
+
+@pytest.fixture
+async def many(start_service, data_dir: Path, source_dir: Path) -> Service:
+    """10,000 users born over 1940-2010, two thirds with an image."""
+    source_dir.mkdir(parents=True, exist_ok=True)
+    for i in range(10_000):
+        birthts = -946_771_200_000 + i * 221_000_000  # 1940-01-01 onwards, about 2.6 days apart
+        (source_dir / f"{i}.csv").write_text(f"first_name, last_name, birthts\nU{i}, L, {birthts}\n")
+        if i % 3:
+            (source_dir / f"{i}.png").write_bytes(b"png")
+    return await start_service(fast_settings(data_dir, watch=False))
+
+
+@pytest.mark.parametrize(
+    ("filters", "limit"),
+    [("", 1000), ("", 7), ("is_image_exists=true", 333), ("min_age=30&max_age=40", 250),
+     ("min_age=85", 40), ("is_image_exists=false&min_age=80&max_age=81", 3), ("min_age=200", 10)],
+)  # fmt: skip
+async def test_paging_through_a_selection_gives_exactly_the_whole_answer(many: Service, filters: str, limit: int):
+    whole = await many.get(f"/data?{filters}")
+    pages: list[Any] = []
+    url = f"/data?{filters}&limit={limit}" if filters else f"/data?limit={limit}"
+    while url:
+        response = await many.client.get(url)
+        assert response.status == 200, await response.text()
+        page = await response.json()
+        assert len(page) <= limit
+        pages += page
+        link = response.headers.get("Link")
+        if link is None:
+            break
+        assert link.endswith('; rel="next"') and len(page) == limit
+        url = link[1 : link.index(">")]
+        assert all(f in url for f in filters.split("&"))  # the same filters
+    assert pages == whole
+
+
+@pytest.mark.parametrize(
+    ("query", "named"),
+    [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=-1", "limit"), ("limit=", "limit"),
+     ("after=5", "after needs limit"), ("limit=5&limit=6", "limit"), ("limit=5&page=2", "page")],
+)  # fmt: skip
+async def test_bad_paging_values_are_400_naming_the_parameter(service: Service, query: str, named: str):
+    response = await service.client.get(f"/data?{query}")
+    assert response.status == 400, await response.text()
+    assert named in (await response.json())["error"]

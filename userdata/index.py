@@ -212,6 +212,41 @@ class UserIndex:
         ids.sort()
         return [users[uid] for uid in ids]
 
+    def page(
+        self, has_image: bool | None, span: tuple[int | None, int | None] | None, after: str | None, limit: int
+    ) -> tuple[list[UserRecord], bool]:
+        """Up to ``limit`` records of :meth:`select`'s selection whose user_id comes after
+        ``after``, and whether more follow.
+
+        Its cost follows the page, not the selection: the sorted ids are walked from ``after``
+        while matches are dense; a sparse selection is taken from its day buckets instead.
+        """
+        if span is None:
+            return [], False
+        lo, hi = span
+        users, ids = self._users, self._sorted_ids
+        count = sum(group.totals(lo, hi)[0] for group in self._selected_groups(has_image))
+        if count and limit * len(users) // count <= 4 * count:  # dense: walk the sorted ids
+            found: list[UserRecord] = []
+            for index in range(0 if after is None else bisect_right(ids, after), len(ids)):
+                record = users[ids[index]]
+                day = record.birthts // DAY_MS
+                if (
+                    (has_image is None or (record.img_path is not None) is has_image)
+                    and (lo is None or day >= lo)
+                    and (hi is None or day <= hi)
+                ):
+                    if len(found) == limit:
+                        return found, True
+                    found.append(record)
+            return found, False
+        selected: list[str] = []
+        for group in self._selected_groups(has_image):
+            group.add_ids(lo, hi, selected)
+        selected.sort()
+        start = 0 if after is None else bisect_right(selected, after)
+        return [users[uid] for uid in selected[start : start + limit]], start + limit < len(selected)
+
     def stats(self, filters: Filters, now_ms: int) -> Stats:
         """Count and mean exact age (years of 365.2425 days) of the users matching ``filters``."""
         span = birth_days(filters, now_ms)

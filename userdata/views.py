@@ -11,6 +11,7 @@ import time
 from collections.abc import Coroutine
 from importlib import resources
 from typing import Any
+from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
@@ -32,14 +33,31 @@ routes = web.RouteTableDef()
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _NUMBER = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _FILTER_NAMES = ("is_image_exists", "min_age", "max_age")
+_PAGE_NAMES = ("limit", "after")
+#: Records a page of /data holds at most.
+MAX_LIMIT = 1000
 
 
-def parse_filters(query: MultiMapping[str]) -> Filters:
-    """Filters from a query string; raises BadRequest naming the parameter at fault."""
+def parse_page(query: MultiMapping[str]) -> tuple[int, str | None] | None:
+    """(limit, after) of a paged /data request, None for the whole selection."""
+    if "limit" not in query:
+        if "after" in query:
+            raise BadRequest("parameter after needs limit")
+        return None
+    text = query["limit"].strip()
+    if not re.fullmatch("[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {_quote(text)}")
+    return int(text), query.get("after")
+
+
+def parse_filters(query: MultiMapping[str], paging: bool = False) -> Filters:
+    """Filters from a query string; raises BadRequest naming the parameter at fault. With
+    ``paging``, ``limit`` and ``after`` are known too (and checked by :func:`parse_page`)."""
     values: dict[str, str] = {}
+    known = _FILTER_NAMES + (_PAGE_NAMES if paging else ())
     for name, raw in query.items():  # every pair: iterating the keys would hide repeats
-        if name not in _FILTER_NAMES:
-            raise BadRequest(f"unknown parameter {_quote(name)}; known: {', '.join(_FILTER_NAMES)}")
+        if name not in known:
+            raise BadRequest(f"unknown parameter {_quote(name)}; known: {', '.join(known)}")
         if name in values:
             raise BadRequest(f"parameter {name} given more than once")
         value = values[name] = raw.strip()
@@ -81,11 +99,20 @@ def _now_ms() -> int:
 
 @routes.get("/data")
 async def get_data(request: web.Request) -> web.StreamResponse:
-    filters = parse_filters(request.query)
+    filters = parse_filters(request.query, paging=True)
+    paged = parse_page(request.query)
     index, cache = request.app[INDEX], request.app[DATA_CACHE]
     # What decides the answer besides the index: the image filter and the span of birth days
     # the age filters allow today (min_age=30 and min_age=29.5 share a body).
     span = birth_days(filters, _now_ms())
+    if paged is not None:
+        limit, after = paged
+        records, more = index.page(filters.has_image, span, after, limit)
+        page = web.Response(body=orjson.dumps(_dicts(records)), content_type="application/json")
+        if more:  # the same filters, after this page's last user_id (RFC 8288)
+            query = [(k, v) for k, v in request.query.items() if k != "after"] + [("after", records[-1].user_id)]
+            page.headers["Link"] = f'</data?{urlencode(query)}>; rel="next"'
+        return page
     key = (filters.has_image, span)
     body = await cache.shared(index.version, key, lambda: _render(index.select(filters.has_image, span)))
     if isinstance(body, bytes):
