@@ -615,7 +615,8 @@ async def many(start_service, data_dir: Path, source_dir: Path) -> Service:
         (source_dir / f"{i}.csv").write_text(f"first_name, last_name, birthts\nU{i}, L, {birthts}\n")
         if i % 3:
             (source_dir / f"{i}.png").write_bytes(b"png")
-    return await start_service(fast_settings(data_dir, watch=False))
+    service: Service = await start_service(fast_settings(data_dir, watch=False))
+    return service
 
 
 @pytest.mark.parametrize(
