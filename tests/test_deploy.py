@@ -9,6 +9,7 @@ mapped to loopback ports.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import datetime as dt
 import io
@@ -33,10 +34,12 @@ from urllib.parse import quote_plus, urlsplit, urlunsplit
 import asyncpg
 import pytest
 import yaml
+from helpers import SpyStore, fast_settings, wait_until
 from pgserver import own_database, run_async
 from seaweed import SeaweedFS, free_ports, s3_client
 
 from userdata.settings import OPTIONS, Settings, resolve
+from userdata.stores.folder import FolderStore
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -461,6 +464,32 @@ def test_dockerfile_serves_on_the_composed_port(dockerfile: list[Instruction], c
     env = env_of(dockerfile)
     assert env["PYTHONUNBUFFERED"] == "1"
     assert env["USERDATA_HOST"] == "0.0.0.0"
+
+
+async def test_the_images_healthcheck_passes_during_a_first_load(
+    dockerfile: list[Instruction], start_service, data_dir: Path, source_dir: Path
+) -> None:
+    # A long first load must never mark the container unhealthy: the command, run as written
+    # (its port made this service's), passes while the load is held.
+    (source_dir / "1.csv").write_text("first_name, last_name, birthts\nAnn, Lee, 0\n")
+    store = SpyStore(FolderStore(data_dir, "datalake", "src-data/"))
+    held = asyncio.Event()
+
+    async def hold(keys: object) -> None:
+        await held.wait()
+
+    store.after_read = hold
+    service = await start_service(fast_settings(data_dir), store=store, loaded=False)
+    await wait_until(lambda: store.reads, message="the first load under way")
+    argv = healthcheck_command(only(dockerfile, "HEALTHCHECK"))
+    port = health_port(argv)
+    argv = [sys.executable, *(a.replace(f":{port}/", f":{service.client.port}/") for a in argv[1:])]
+    try:
+        done = await asyncio.to_thread(subprocess.run, argv, capture_output=True, timeout=30)
+        assert done.returncode == 0, done.stderr
+        assert not service.pipeline.loaded.is_set()  # it passed during the load
+    finally:
+        held.set()
 
 
 def test_dockerfile_installs_dependencies_before_the_code(dockerfile: list[Instruction]) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import heapq
 from typing import Any
-from urllib.parse import urlencode
 
 from aiohttp import web
 
@@ -15,8 +14,6 @@ __all__ = ("REJECTED_SHOWN", "check_health", "rejected_page")
 
 #: Rejected files /health lists at most (the first by key); ``GET /rejected`` pages through all.
 REJECTED_SHOWN = 100
-#: Rejected files a page of ``GET /rejected`` holds at most.
-MAX_PAGE = 1000
 
 
 def check_health(app: web.Application) -> tuple[int, dict[str, Any]]:
@@ -42,10 +39,9 @@ def check_health(app: web.Application) -> tuple[int, dict[str, Any]]:
 
 def rejected_page(app: web.Application, limit: int, after: str | None) -> tuple[dict[str, Any], str | None]:
     """Up to ``limit`` rejected files with keys after ``after``, in key order, with the total;
-    and the query of the next page, None on the last."""
+    and the last key when more follow (None on the last page)."""
     rejected = app[PIPELINE].rejected
-    keys = sorted(key for key in rejected if after is None or key > after)
+    keys = heapq.nsmallest(limit + 1, (key for key in rejected if after is None or key > after))
     page = keys[:limit]
     body = {"rejected": [{"key": k, "reason": rejected[k]} for k in page], "count": len(rejected)}
-    more = len(keys) > limit
-    return body, urlencode({"limit": limit, "after": page[-1]}) if more else None
+    return body, page[-1] if len(keys) > limit else None

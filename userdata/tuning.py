@@ -30,8 +30,8 @@ __all__ = ("collector_paused", "free_off_loop", "frozen_when_done", "loop_first"
 
 #: Seconds a thread holding the GIL keeps it while another waits, under :func:`loop_first`.
 SWITCH_INTERVAL = 0.001
-#: Under loop_first: the interval before the first block, then one entry per block running.
-_first: list[float] = []
+#: Under loop_first: how many blocks run, and the interval from before the first.
+_lowered = {"blocks": 0, "before": 0.0}
 
 T = TypeVar("T")
 
@@ -52,16 +52,16 @@ def collector_paused() -> Iterator[None]:
 def loop_first() -> Iterator[None]:
     """The GIL's switch interval at most SWITCH_INTERVAL while any such block runs (pipelines
     may overlap, in tests), as it was before the first once the last ends."""
-    if not _first:
-        _first.append(sys.getswitchinterval())
-        sys.setswitchinterval(min(_first[0], SWITCH_INTERVAL))
-    _first.append(0.0)  # one more block running
+    if not _lowered["blocks"]:
+        _lowered["before"] = sys.getswitchinterval()
+        sys.setswitchinterval(min(_lowered["before"], SWITCH_INTERVAL))
+    _lowered["blocks"] += 1
     try:
         yield
     finally:
-        _first.pop()
-        if len(_first) == 1:
-            sys.setswitchinterval(_first.pop())
+        _lowered["blocks"] -= 1
+        if not _lowered["blocks"]:
+            sys.setswitchinterval(_lowered["before"])
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from multidict import MultiMapping
 
 from .cache import Body
 from .events import InvalidEvent, objects_from_event
-from .health import MAX_PAGE, REJECTED_SHOWN, check_health, rejected_page
+from .health import REJECTED_SHOWN, check_health, rejected_page
 from .index import Filters, birth_days
 from .keys import DATA_CACHE, INDEX, PIPELINE, SETTINGS, TASKS
 from .middleware import BadRequest, json_error
@@ -34,27 +34,18 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "
 _NUMBER = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _FILTER_NAMES = ("is_image_exists", "min_age", "max_age")
 _PAGE_NAMES = ("limit", "after")
-#: Records a page of /data holds at most.
+#: Records (or rejected files) a page holds at most.
 MAX_LIMIT = 1000
 
 
-def parse_page(query: MultiMapping[str]) -> tuple[int, str | None] | None:
-    """(limit, after) of a paged /data request, None for the whole selection."""
-    if "limit" not in query:
-        if "after" in query:
-            raise BadRequest("parameter after needs limit")
-        return None
-    text = query["limit"].strip()
-    if not re.fullmatch("[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_LIMIT:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {_quote(text)}")
-    return int(text), query.get("after")
+def parse_filters(query: MultiMapping[str]) -> Filters:
+    """Filters from a query string; raises BadRequest naming the parameter at fault."""
+    return _filters(_checked(query, _FILTER_NAMES))
 
 
-def parse_filters(query: MultiMapping[str], paging: bool = False) -> Filters:
-    """Filters from a query string; raises BadRequest naming the parameter at fault. With
-    ``paging``, ``limit`` and ``after`` are known too (and checked by :func:`parse_page`)."""
+def _checked(query: MultiMapping[str], known: tuple[str, ...]) -> dict[str, str]:
+    """Each parameter's value, stripped; BadRequest for one unknown, given twice or empty."""
     values: dict[str, str] = {}
-    known = _FILTER_NAMES + (_PAGE_NAMES if paging else ())
     for name, raw in query.items():  # every pair: iterating the keys would hide repeats
         if name not in known:
             raise BadRequest(f"unknown parameter {_quote(name)}; known: {', '.join(known)}")
@@ -63,6 +54,31 @@ def parse_filters(query: MultiMapping[str], paging: bool = False) -> Filters:
         value = values[name] = raw.strip()
         if not value:
             raise BadRequest(f"parameter {name} is empty")
+    return values
+
+
+def _page(values: dict[str, str], default: int | None) -> tuple[int, str | None] | None:
+    """(limit, after) of a paged request; None for the whole answer (no limit, no ``default``)."""
+    text = values.get("limit")
+    if text is None:
+        if default is None:
+            if "after" in values:
+                raise BadRequest("parameter after needs limit")
+            return None
+        text = str(default)
+    if not re.fullmatch("[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_LIMIT:
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {_quote(text)}")
+    return int(text), values.get("after")
+
+
+def _link_next(response: web.Response, path: str, query: list[tuple[str, str]], last: str) -> web.Response:
+    """``response`` with the RFC 8288 link to the page after ``last``: the same query otherwise."""
+    pairs = [(k, v) for k, v in query if k != "after"] + [("after", last)]
+    response.headers["Link"] = f'<{path}?{urlencode(pairs)}>; rel="next"'
+    return response
+
+
+def _filters(values: dict[str, str]) -> Filters:
     has_image = None
     if "is_image_exists" in values:
         has_image = _BOOLEANS.get(values["is_image_exists"].lower())
@@ -99,8 +115,8 @@ def _now_ms() -> int:
 
 @routes.get("/data")
 async def get_data(request: web.Request) -> web.StreamResponse:
-    filters = parse_filters(request.query, paging=True)
-    paged = parse_page(request.query)
+    values = _checked(request.query, _FILTER_NAMES + _PAGE_NAMES)
+    filters, paged = _filters(values), _page(values, None)
     index, cache = request.app[INDEX], request.app[DATA_CACHE]
     # What decides the answer besides the index: the image filter and the span of birth days
     # the age filters allow today (min_age=30 and min_age=29.5 share a body).
@@ -109,10 +125,7 @@ async def get_data(request: web.Request) -> web.StreamResponse:
         limit, after = paged
         records, more = index.page(filters.has_image, span, after, limit)
         page = web.Response(body=orjson.dumps(_dicts(records)), content_type="application/json")
-        if more:  # the same filters, after this page's last user_id (RFC 8288)
-            query = [(k, v) for k, v in request.query.items() if k != "after"] + [("after", records[-1].user_id)]
-            page.headers["Link"] = f'</data?{urlencode(query)}>; rel="next"'
-        return page
+        return _link_next(page, "/data", list(values.items()), records[-1].user_id) if more else page
     key = (filters.has_image, span)
     body = await cache.shared(index.version, key, lambda: _render(index.select(filters.has_image, span)))
     if isinstance(body, bytes):
@@ -228,20 +241,11 @@ async def readyz(request: web.Request) -> web.Response:
 @routes.get("/rejected")
 async def rejected(request: web.Request) -> web.Response:
     """Every rejected file, a page at a time, in key order."""
-    query = request.query
-    for name in query:
-        if name not in ("limit", "after"):
-            raise BadRequest(f"unknown parameter {_quote(name)}; known: limit, after")
-    if any(len(query.getall(name)) > 1 for name in query):
-        raise BadRequest("a parameter is given more than once")
-    text = query.get("limit", str(REJECTED_SHOWN)).strip()
-    if not re.fullmatch("[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_PAGE:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}, not {_quote(text)}")
-    body, following = rejected_page(request.app, int(text), query.get("after"))
-    response = _json(body)
-    if following is not None:
-        response.headers["Link"] = f'</rejected?{following}>; rel="next"'
-    return response
+    values = _checked(request.query, _PAGE_NAMES)
+    paged = _page(values, REJECTED_SHOWN)
+    assert paged is not None  # there is a default
+    body, last = rejected_page(request.app, *paged)
+    return _json(body) if last is None else _link_next(_json(body), "/rejected", list(values.items()), last)
 
 
 @routes.get("/")
