@@ -50,3 +50,12 @@ def test_no_entries_keeps_nothing() -> None:
     cache.get(1, "a")
     cache.put(1, "a", b"x")
     assert cache.get(1, "a") is None
+
+
+def test_the_last_two_bodies_in_parts_are_kept_whatever_their_size() -> None:
+    cache = ResponseCache(max_body=4)
+    cache.get(1, "a")
+    for key in ["json", "gzip", "csv"]:
+        cache.put(1, key, (b"12345", key.encode()))
+    assert [cache.get(1, key) for key in ["json", "gzip", "csv"]] == [None, (b"12345", b"gzip"), (b"12345", b"csv")]
+    assert cache.get(2, "csv") is None  # forgotten with the rest when the index changes

@@ -21,8 +21,8 @@ class ResponseCache:
     that one build (:meth:`shared`), so many clients asking for a large answer at once cost one.
 
     :param entries: bodies kept at most, the oldest dropped first
-    :param max_body: bytes of a body at most; larger ones are not kept, but for the last one
-        in parts (a large answer asked again and again is built once)
+    :param max_body: bytes of a body at most; larger ones are not kept, but for the last two
+        in parts (a large answer asked again and again is built once, compressed and plain)
     """
 
     def __init__(self, entries: int = 32, max_body: int = 256 * 1024) -> None:
@@ -30,8 +30,8 @@ class ResponseCache:
         self.max_body = max_body
         self._version: int | None = None
         self._bodies: dict[Hashable, Body] = {}
-        #: the last body in parts, kept whatever its size (one: they are large)
-        self._large: tuple[Hashable, Body] | None = None
+        #: the last bodies in parts, kept whatever their size (two at most: they are large)
+        self._large: dict[Hashable, Body] = {}
         self._building: dict[tuple[int, Hashable], asyncio.Future[Body]] = {}
 
     def __len__(self) -> int:
@@ -41,12 +41,10 @@ class ResponseCache:
         """The body stored for ``key`` at ``version`` of the index, or None."""
         if version != self._version:
             self._bodies.clear()
-            self._large = None
+            self._large.clear()
             self._version = version
             return None
-        if self._large is not None and self._large[0] == key:
-            return self._large[1]
-        return self._bodies.get(key)
+        return self._large.get(key) or self._bodies.get(key)
 
     async def shared(self, version: int, key: Hashable, build: Callable[[], Body | Awaitable[Body]]) -> Body:
         """The body for ``key`` at ``version``: kept, being built for another request, or built now.
@@ -77,7 +75,10 @@ class ResponseCache:
         if version != self._version or self.entries <= 0:
             return
         if isinstance(body, tuple):
-            self._large = (key, body)
+            self._large.pop(key, None)
+            if len(self._large) >= 2:
+                del self._large[next(iter(self._large))]
+            self._large[key] = body
             return
         if len(body) > self.max_body:
             return

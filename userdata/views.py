@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hmac
 import math
 import re
 import time
-from collections.abc import Coroutine
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
 from multidict import MultiMapping
 
+from . import bodies
 from .cache import Body
 from .events import InvalidEvent, objects_from_event
 from .health import REJECTED_SHOWN, check_health, rejected_page
 from .index import Filters, birth_days
 from .keys import DATA_CACHE, INDEX, PIPELINE, SETTINGS, TASKS
 from .middleware import BadRequest, json_error
-from .records import UserRecord
 from .stores import StoreUnavailable
 
 __all__ = ("parse_filters", "routes")
 
 routes = web.RouteTableDef()
+R = TypeVar("R", bound=web.StreamResponse)
 
 _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 _NUMBER = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -115,8 +114,9 @@ def _now_ms() -> int:
 
 @routes.get("/data")
 async def get_data(request: web.Request) -> web.StreamResponse:
-    values = _checked(request.query, _FILTER_NAMES + _PAGE_NAMES)
+    values = _checked(request.query, _FILTER_NAMES + _PAGE_NAMES + ("format",))
     filters, paged = _filters(values), _page(values, None)
+    fmt, gzip = bodies.negotiate(values.get("format"), request.headers)
     index, cache = request.app[INDEX], request.app[DATA_CACHE]
     # What decides the answer besides the index: the image filter and the span of birth days
     # the age filters allow today (min_age=30 and min_age=29.5 share a body).
@@ -124,49 +124,32 @@ async def get_data(request: web.Request) -> web.StreamResponse:
     if paged is not None:
         limit, after = paged
         records, more = index.page(filters.has_image, span, after, limit)
-        page = web.Response(body=orjson.dumps(_dicts(records)), content_type="application/json")
-        return _link_next(page, "/data", list(values.items()), records[-1].user_id) if more else page
-    key = (filters.has_image, span)
-    body = await cache.shared(index.version, key, lambda: _render(index.select(filters.has_image, span)))
+        page = bodies.render_page(records, fmt)
+        page = bodies.gzip_bytes(page) if gzip else page
+        response = _answer(web.Response(body=page), fmt, page)
+        return _link_next(response, "/data", list(values.items()), records[-1].user_id) if more else response
+    key = (filters.has_image, span, fmt, gzip)
+    body = await cache.shared(index.version, key, lambda: bodies.build(index.select(key[0], span), fmt, gzip))
     if isinstance(body, bytes):
-        return web.Response(body=body, content_type="application/json")
+        return _answer(web.Response(body=body), fmt, body)
     # In parts, each written when the client has taken the last: a slow client holds no copy.
-    response = web.StreamResponse(headers={"Content-Type": "application/json"})
-    response.content_length = sum(map(len, body))
-    await response.prepare(request)
+    streamed = _answer(web.StreamResponse(), fmt, body)
+    streamed.content_length = sum(map(len, body))
+    await streamed.prepare(request)
     if request.method != "HEAD":  # a HEAD answer has the length, and no body
         for part in body:
-            await response.write(part)
-    await response.write_eof()
+            await streamed.write(part)
+    await streamed.write_eof()
+    return streamed
+
+
+def _answer(response: R, fmt: bodies.Format, body: Body) -> R:
+    """``response`` with the headers of a /data answer of ``body``."""
+    response.headers["Content-Type"] = bodies.content_type(fmt)
+    response.headers["Vary"] = "Accept, Accept-Encoding"
+    if bodies.is_gzip(body):
+        response.headers["Content-Encoding"] = "gzip"
     return response
-
-
-#: Records per part of a large /data answer: each part is rendered between other requests.
-_PART = 1000
-
-
-def _render(records: list[UserRecord]) -> Body | Coroutine[Any, Any, Body]:
-    """The JSON array of ``records``: whole if small, else (to await) in parts rendered a slice
-    at a time, other requests served between them."""
-    return orjson.dumps(_dicts(records)) if len(records) <= _PART else _parts(records)
-
-
-async def _parts(records: list[UserRecord]) -> Body:
-    parts = [b"["]
-    for start in range(0, len(records), _PART):
-        part = orjson.dumps(_dicts(records[start : start + _PART]))
-        parts.append(part[1:-1] if start == 0 else b"," + part[1:-1])
-        await asyncio.sleep(0)
-    parts.append(b"]")
-    return tuple(parts)
-
-
-def _dicts(records: list[UserRecord]) -> list[dict[str, object]]:
-    # Plain dicts: orjson writes them several times faster than slotted dataclasses.
-    return [
-        {"user_id": user_id, "first_name": first_name, "last_name": last_name, "birthts": birthts, "img_path": img_path}
-        for user_id, first_name, last_name, birthts, img_path in records
-    ]
 
 
 @routes.get("/stats")
