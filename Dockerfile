@@ -10,9 +10,10 @@ ENV PYTHONUNBUFFERED=1 \
 WORKDIR /app
 
 # Dependencies first, from the package's metadata alone: editing the code does not reinstall them.
-COPY setup.cfg pyproject.toml ./
+# Each at its version in constraints.txt (`make constraints`), the one `make test` tests.
+COPY setup.cfg pyproject.toml constraints.txt ./
 RUN python -c "import configparser; c = configparser.ConfigParser(); c.read('setup.cfg'); print(c['options']['install_requires'])" > requirements.txt \
-    && pip install -r requirements.txt
+    && pip install -r requirements.txt -c constraints.txt
 
 # The package itself; its dependencies are all in place already.
 COPY README.md ./

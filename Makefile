@@ -2,23 +2,45 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml | cksum | cut -d' ' -f1)
+# The stamp is named after the metadata and the pins, so a checkout that changes them reinstalls
+# even where its files are older than the stamp.
+STAMP := $(VENV)/.installed-$(shell cat setup.cfg pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
 LINT_STAMP := $(subst .installed-,.installed-lint-,$(STAMP))
+# The pins are resolved for one Python minor (constraints.txt's header names it: the image's);
+# `make install PINS=` installs without them on another.
+PINS ?= -c constraints.txt
 
-.PHONY: install run process demo test soak lint bench clean up down
+.PHONY: install constraints browser run process demo test soak lint readme screenshot bench clean up down
 
-$(STAMP): setup.cfg pyproject.toml
+# Every package at its version in constraints.txt (see `constraints` below).
+$(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet $(PINS) -e '.[test]'
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The lint tools at the exact versions of setup.cfg's `lint` extra.
 $(LINT_STAMP): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet $(PINS) -e '.[test,lint]'
 	touch $@
 
 install: $(STAMP)
+
+# constraints.txt pins what `make install`, `make lint` and the Dockerfile install: everything
+# `pip install -e '.[test,lint]'` gives a fresh venv of $(PYTHON) now (the project itself, pip
+# and setuptools left out). Run it after changing setup.cfg's requirements, or to move up.
+constraints:  ## refresh constraints.txt, from a throwaway venv
+	set -e; venv=$$(mktemp -d); trap 'rm -rf "$$venv" constraints.txt.new' EXIT; \
+	$(PYTHON) -m venv "$$venv"; \
+	"$$venv/bin/python" -m pip install --quiet --upgrade pip; \
+	"$$venv/bin/python" -m pip install --quiet -e '.[test,lint]'; \
+	{ \
+	  echo "# Exact versions of everything the service and its test and lint extras install, for"; \
+	  echo "# make install, make lint and the Dockerfile (pip install -c constraints.txt). Written by"; \
+	  echo "# make constraints (Python $$("$$venv/bin/python" -c 'import platform; print(platform.python_version())'), $$(uname -sm)): run it again, do not edit by hand."; \
+	  "$$venv/bin/python" -m pip freeze --exclude-editable | LC_ALL=C sort -f -t= -k1,1; \
+	} > constraints.txt.new; \
+	mv constraints.txt.new constraints.txt
 
 run: install  ## the service on the folder store (minio-data/), with demo data if it is empty
 	$(BIN)/userdata demo --if-empty
@@ -30,7 +52,20 @@ process: install  ## one batch pass: read minio-data/, write output.csv, exit
 demo: install  ## (re)write the demo data set in minio-data/
 	$(BIN)/userdata demo
 
-test: install
+# The dashboard's browser tests (tests/test_browser.py) drive Debian's chromium. Where it is
+# missing, apt-get is there and we are root (a fresh Debian CI machine), it is installed first;
+# elsewhere, or if that fails, those tests skip saying why (fail with TESTS_REQUIRE_BROWSER=1).
+CHROMIUM := /usr/bin/chromium
+browser:
+	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing chromium for the browser tests (apt-get)"; \
+	  log=$$(mktemp); \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; } \
+	    >"$$log" 2>&1 || { tail -n 20 "$$log"; echo "chromium not installed: the browser tests will say so"; }; \
+	  rm -f "$$log"; \
+	fi
+
+test: install browser
 	$(BIN)/pytest
 
 SOAK_SECONDS ?= 15
@@ -42,6 +77,12 @@ lint: $(LINT_STAMP)
 	$(BIN)/ruff format --check userdata tests bench
 	$(BIN)/mypy userdata bench
 	$(BIN)/mypy --allow-untyped-defs --allow-incomplete-defs tests
+
+readme: install  ## README.md's sample answers, from the demo data served with a pinned clock
+	$(BIN)/python tests/readme_samples.py
+
+screenshot: install browser  ## docs/dashboard.png, README.md's picture of the dashboard, from the demo data served
+	$(BIN)/python tests/screenshot.py
 
 BENCH_ARGS ?=
 bench: install  ## benchmarks (bench/RESULTS.md), e.g. BENCH_ARGS="--sizes 10000,100000,1000000"; the PostgreSQL one needs a server on 127.0.0.1:5432

@@ -11,9 +11,11 @@ with nothing but the I/O, or the framework's trivial handler) and the issue's ta
 6. writing output.csv under load, longest event-loop stall; floor: writing the bytes; idle ticker
 7. incremental and forced rescans, longest event-loop stall; baseline: the ticker, no rescan
 8. restart on unchanged data, and the process's memory;     ceiling: one listing; the index's own
+9. the dashboard's first render, headless Chromium;         ceiling: the same page at 100 users
+   (bench/page.py; skipped, saying why, without Debian's chromium and Playwright)
 
-Measurements run one at a time, each cold load in a fresh interpreter. Sizes of 1, 2, 7 and 8 come
-from ``--sizes`` (S3: those up to 100,000, or ``--s3-sizes``); 4, 5 and 6 run at the largest size.
+Measurements run one at a time, each cold load in a fresh interpreter. Sizes of 1, 2, 7, 8 and 9
+come from ``--sizes`` (S3: those up to 100,000, or ``--s3-sizes``); 4, 5 and 6 run at the largest size.
 """
 
 from __future__ import annotations
@@ -31,17 +33,18 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from .api import ENDPOINTS, VARIANTS, run_api
+from .api import ENDPOINTS, VARIANTS, WRK_CONNECTIONS, WRK_ENDPOINTS, run_api
 from .cold import folder_threads
 from .datagen import OLD_QUERY, upload_users, write_users
 from .latency import measure_latency, measure_watch_floor
 from .machine import describe_machine
+from .page import PAGE_NOTE, bench_page
 from .procs import bench_env, run_child
 from .report import Row, render_results
 from .restart import remove_restart_files
 from .seaweed import SeaweedFS, find_weed
 
-BENCHMARKS = ("folder", "latency", "memory", "api", "s3")
+BENCHMARKS = ("folder", "latency", "memory", "api", "s3", "page")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -262,6 +265,19 @@ def bench_api(users: int, concurrency: int, duration: float, rounds: int, raw: d
         trivial_cpu = statistics.median(run["trivial"]["server_cpu_us"] for run in runs)
         rows.append(Row("4", f"GET {path}: server CPU per request", users, f"{cpu:.0f} us", f"{trivial_cpu:.0f} us",
                         f"{statistics.median(cpu_ratios):.0%}"))  # fmt: skip
+    probes = [run["wrk"] for run in runs if "wrk" in run]
+    for name in WRK_ENDPOINTS[1:-1] if probes else ():
+        path = ENDPOINTS[name].replace("{n}", f"{VARIANTS[0]}..{VARIANTS[-1]} in turn")
+        rps = statistics.median(p[name]["rps"] for p in probes)
+        bare_rps = statistics.median(p["bare"]["rps"] for p in probes)
+        ratio = statistics.median(p[name]["rps"] / p["bare"]["rps"] for p in probes)
+        target = name in ("stats", "data_page")  # the issue's two: the others are for comparison
+        path = "the service's trivial route" if name == "trivial" else f"GET {path}"
+        rows.append(
+            Row("4", f"{path}: requests/s, wrk ({WRK_CONNECTIONS} connections), beside plain aiohttp", users,
+                f"{rps:,.0f}/s", f"{bare_rps:,.0f}/s", f"{ratio:.0%}", ">= 70%" if target else "",
+                ratio >= 0.7 if target else None)
+        )  # fmt: skip
     outputs = [run["output"] for run in runs]
     seconds = statistics.median(o["seconds"] for o in outputs)
     write_only = statistics.median(o["write_only_seconds"] for o in outputs)
@@ -340,6 +356,7 @@ def notes(threads: int, changes: int, concurrency: int, duration: float, rounds:
         "`list_objects(versions=True)` alone: the ceiling. Memory rows (1, 2, 8): the process's VmRSS "
         "after the load or restart minus before it (imports done, store open), per user; beside the "
         "index's own RSS per user at the same size, measured as in 5.",
+        PAGE_NOTE,
     ]
 
 
@@ -377,13 +394,15 @@ def run_suite(args: argparse.Namespace) -> None:
             rows += bench_api(largest, args.concurrency, args.duration, args.rounds, raw)
         if "s3" in only and s3_sizes:
             rows += _run_s3(Path(tmp) / "seaweed", s3_sizes, args.repeat, raw)
+        if "page" in only:
+            rows += bench_page(sizes, raw, log)
     rows.sort(key=lambda row: row.bench)  # stable: sizes stay in order within a benchmark
     header = "\n".join(
         [
             "# userdata benchmarks",
             "",
             f"Machine: {describe_machine()}.  ",
-            f"Run: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC, `python -m bench {' '.join(args.argv)}`, "
+            f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, `python -m bench {' '.join(args.argv)}`, "
             f"{(time.monotonic() - started) / 60:.1f} min; load average {load_before} before, "
             f"{_load_average()} after (other work on the machine makes the figures noisier).",
             "",

@@ -122,7 +122,7 @@ async def _watch_floor(source: Path, count: int, seed: int) -> list[float]:
             while time.perf_counter() < deadline:
                 try:
                     names = await asyncio.wait_for(seen.get(), deadline - time.perf_counter())
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
                 if name in names:
                     seconds.append(time.perf_counter() - started)

@@ -47,7 +47,7 @@ async def generate_load(urls: list[str], concurrency: int, duration: float, warm
                     async with session.get(next(turns)) as response:
                         await response.read()
                         ok = response.status == 200
-                except (aiohttp.ClientError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError):
                     ok = False
                 if sent >= counted_from:
                     latencies.append(time.perf_counter() - sent)

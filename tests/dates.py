@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import datetime as dt
 
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 MS_PER_YEAR = 365.2425 * 86_400_000
 
 
 def ms(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0, milli: int = 0) -> int:
     """Milliseconds since the epoch of a UTC instant."""
-    delta = dt.datetime(year, month, day, hour, minute, second, milli * 1000, tzinfo=dt.timezone.utc) - EPOCH
+    delta = dt.datetime(year, month, day, hour, minute, second, milli * 1000, tzinfo=dt.UTC) - EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 

@@ -74,7 +74,7 @@ def own_database() -> Iterator[str]:
     is no server, the test skips (or fails, where PostgreSQL is required)."""
     try:
         url = create_database()
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         unavailable(f"no PostgreSQL server to test against at {ADMIN_URL}: {e}")
     try:
         yield url

@@ -49,7 +49,7 @@ class Served:
             raise AssertionError(f"serve exited with {self.process.returncode}:\n{self.output()}")
         try:
             status, _ = await self.get("/health")
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return False
         return status == 200
 
@@ -60,7 +60,7 @@ class Served:
         self.process.send_signal(sig)
         try:
             return await asyncio.wait_for(self.process.wait(), STOP_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise AssertionError(f"serve still running {STOP_TIMEOUT} s after {sig.name}:\n{self.output()}") from None
 
     async def kill(self) -> None:

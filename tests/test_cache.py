@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from userdata.cache import ResponseCache
+from userdata.cache import Body, ResponseCache
 
 
 def test_a_body_is_kept_for_its_version_only() -> None:
-    cache = ResponseCache()
+    cache: ResponseCache[Body] = ResponseCache()
     assert cache.get(1, "q") is None
     cache.put(1, "q", b"one")
     assert cache.get(1, "q") == b"one"
@@ -17,7 +17,7 @@ def test_a_body_is_kept_for_its_version_only() -> None:
 
 
 def test_a_body_of_a_version_that_is_no_longer_current_is_not_kept() -> None:
-    cache = ResponseCache()
+    cache: ResponseCache[Body] = ResponseCache()
     cache.get(1, "q")
     cache.get(2, "q")
     cache.put(1, "q", b"stale")
@@ -26,7 +26,7 @@ def test_a_body_of_a_version_that_is_no_longer_current_is_not_kept() -> None:
 
 
 def test_the_oldest_body_goes_first_when_full() -> None:
-    cache = ResponseCache(entries=3)
+    cache: ResponseCache[Body] = ResponseCache(entries=3)
     cache.get(7, "a")
     for key in "abcd":
         cache.put(7, key, key.encode())
@@ -37,7 +37,7 @@ def test_the_oldest_body_goes_first_when_full() -> None:
 
 
 def test_large_bodies_are_not_kept() -> None:
-    cache = ResponseCache(max_body=4)
+    cache: ResponseCache[Body] = ResponseCache(max_body=4)
     cache.get(1, "a")
     cache.put(1, "small", b"1234")
     cache.put(1, "large", b"12345")
@@ -46,14 +46,14 @@ def test_large_bodies_are_not_kept() -> None:
 
 
 def test_no_entries_keeps_nothing() -> None:
-    cache = ResponseCache(entries=0)
+    cache: ResponseCache[Body] = ResponseCache(entries=0)
     cache.get(1, "a")
     cache.put(1, "a", b"x")
     assert cache.get(1, "a") is None
 
 
 def test_the_last_two_bodies_in_parts_are_kept_whatever_their_size() -> None:
-    cache = ResponseCache(max_body=4)
+    cache: ResponseCache[Body] = ResponseCache(max_body=4)
     cache.get(1, "a")
     for key in ["json", "gzip", "csv"]:
         cache.put(1, key, (b"12345", key.encode()))

@@ -13,8 +13,8 @@ import pytest
 
 from userdata.demo import generate_demo, make_png, write_demo
 
-MIN_MS = int(dt.datetime(1940, 1, 1, tzinfo=dt.timezone.utc).timestamp()) * 1000
-MAX_MS = int(dt.datetime(2011, 1, 1, tzinfo=dt.timezone.utc).timestamp()) * 1000 - 1
+MIN_MS = int(dt.datetime(1940, 1, 1, tzinfo=dt.UTC).timestamp()) * 1000
+MAX_MS = int(dt.datetime(2011, 1, 1, tzinfo=dt.UTC).timestamp()) * 1000 - 1
 
 
 def read_png(data: bytes) -> tuple[int, int, int, bytes]:

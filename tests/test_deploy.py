@@ -10,14 +10,17 @@ mapped to loopback ports.
 from __future__ import annotations
 
 import asyncio
+import configparser
 import csv
 import datetime as dt
+import importlib.metadata
 import io
 import json
 import os
 import posixpath
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +38,9 @@ import asyncpg
 import pytest
 import yaml
 from helpers import SpyStore, fast_settings, wait_until
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 from pgserver import own_database, run_async
 from seaweed import SeaweedFS, free_ports, s3_client
 
@@ -44,6 +50,7 @@ from userdata.stores.folder import FolderStore
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
+CONSTRAINTS = ROOT / "constraints.txt"
 
 MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"
 MC_IMAGE = "quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z"
@@ -496,9 +503,158 @@ def test_dockerfile_installs_dependencies_before_the_code(dockerfile: list[Instr
     copies = [(n, i.args.split()[:-1]) for n, i in enumerate(dockerfile) if i.keyword == "COPY"]
     installs = [n for n, i in enumerate(dockerfile) if i.keyword == "RUN" and "pip install" in i.args]
     (first_copy, metadata), *_ = copies
-    assert set(metadata) <= {"setup.cfg", "pyproject.toml"}, metadata
+    assert set(metadata) <= {"setup.cfg", "pyproject.toml", "constraints.txt"}, metadata
     (code_copy,) = [n for n, sources in copies if "userdata" in sources]
     assert first_copy < installs[0] < code_copy < installs[-1]
+
+
+def test_dockerfile_installs_the_pinned_versions(dockerfile: list[Instruction]) -> None:
+    copies = [i.args.split()[:-1] for i in dockerfile if i.keyword == "COPY"]
+    assert "constraints.txt" in copies[0]  # in the dependency layer, before the first install
+    dependencies, *_ = [i.args for i in dockerfile if i.keyword == "RUN" and "pip install" in i.args]
+    install = shlex.split(dependencies.split("&&")[-1])
+    assert install[:3] == ["pip", "install", "-r"], dependencies
+    assert install[install.index("-c") + 1] == "constraints.txt", dependencies
+    # the pins are one Python minor's: the image's
+    base = re.fullmatch(r"python:(\d+\.\d+)-.*", only(dockerfile, "FROM").args)
+    assert base and pinned_python() == base.group(1)
+
+
+# --- static checks: constraints.txt and the Makefile ---------------------------------------------
+
+
+def read_pins() -> dict[str, Version]:
+    """constraints.txt as canonical name -> version; each line an exact pin and nothing else."""
+    pins: dict[str, Version] = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        pin = Requirement(line)
+        (specifier,) = pin.specifier
+        assert specifier.operator == "==" and "*" not in specifier.version, line
+        assert not (pin.extras or pin.marker or pin.url), line
+        name = canonicalize_name(pin.name)
+        assert name not in pins, f"{pin.name} pinned twice"
+        pins[name] = Version(specifier.version)
+    return pins
+
+
+def pinned_python() -> str:
+    """The Python minor constraints.txt was written with, from its header."""
+    found = re.search(r"\(Python (\d+\.\d+)\.\d+", CONSTRAINTS.read_text())
+    assert found, "constraints.txt's header names no Python"
+    return found.group(1)
+
+
+def declared_requirements() -> dict[str, list[Requirement]]:
+    """setup.cfg's install_requires and the test and lint extras."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    groups = {"install_requires": config["options"]["install_requires"]}
+    groups |= {extra: config["options.extras_require"][extra] for extra in ("test", "lint")}
+    return {
+        group: [Requirement(line) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        for group, text in groups.items()
+    }
+
+
+def installed_closure(requirements: list[Requirement]) -> dict[str, str]:
+    """Canonical name -> installed version of every distribution ``requirements`` pull in here,
+    through their own requirements, as far as they are installed (`make test` leaves out lint)."""
+    found: dict[str, str] = {}
+    seen: set[tuple[str, str]] = set()
+    todo = [(requirement, "") for requirement in requirements]
+    while todo:
+        requirement, extra = todo.pop()  # extra: the one of the dependent that listed it
+        if requirement.marker and not requirement.marker.evaluate({"extra": extra}):
+            continue
+        name = canonicalize_name(requirement.name)
+        for wanted in ("", *sorted(requirement.extras)):
+            if (name, wanted) in seen:
+                continue
+            seen.add((name, wanted))
+            try:
+                distribution = importlib.metadata.distribution(name)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+            found[name] = distribution.version
+            todo.extend((Requirement(r), wanted) for r in distribution.requires or ())
+    return found
+
+
+def test_constraints_pin_every_requirement_within_its_range() -> None:
+    pins = read_pins()
+    for group, requirements in declared_requirements().items():
+        assert requirements, group
+        for requirement in requirements:
+            version = pins.get(canonicalize_name(requirement.name))
+            assert version is not None, f"{group}: {requirement} is not pinned: make constraints"
+            assert requirement.specifier.contains(version, prereleases=True), f"{group}: {requirement} but {version}"
+
+
+def test_constraints_are_what_the_tests_run_with() -> None:
+    # Every distribution the requirements pull in here, transitive ones too, is pinned, at the
+    # version installed: `make install` installed these pins, and nothing is missing from them.
+    assert f"{sys.version_info.major}.{sys.version_info.minor}" == pinned_python()
+    pins = read_pins()
+    installed = installed_closure([r for group in declared_requirements().values() for r in group])
+    unpinned = sorted(set(installed) - set(pins))
+    assert not unpinned, f"installed but not pinned: {unpinned}: make constraints"
+    moved = {name: (version, str(pins[name])) for name, version in installed.items() if Version(version) != pins[name]}
+    assert not moved, f"installed (left) unlike the pins (right): {moved}: make install"
+
+
+def test_constraints_are_sorted_and_say_how_to_refresh_them() -> None:
+    lines = CONSTRAINTS.read_text().splitlines()
+    header = [line for line in lines if line.startswith("#")]
+    assert lines[: len(header)] == header and "make constraints" in " ".join(header)
+    names = [canonicalize_name(Requirement(line).name) for line in lines[len(header) :]]
+    assert names == sorted(names)
+    assert not {"pip", "setuptools", "userdata"} & set(names)
+
+
+def make_dry_run(tmp_path: Path, *args: str) -> list[str]:
+    """The commands ``make -n ARGS`` would run, in a copy of the files the Makefile reads."""
+    for name in ("Makefile", "setup.cfg", "pyproject.toml", "constraints.txt"):
+        if not (tmp_path / name).exists():
+            shutil.copy(ROOT / name, tmp_path / name)
+    done = subprocess.run(
+        ["make", "--no-print-directory", "-n", *args], cwd=tmp_path, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()
+
+
+def test_make_installs_the_pinned_versions(tmp_path: Path) -> None:
+    installs = [line for line in make_dry_run(tmp_path, "lint") if "pip install" in line and " -e " in line]
+    assert len(installs) == 2, installs  # make install's, then the lint extra's
+    for line in installs:
+        words = shlex.split(line)
+        assert words[words.index("-c") + 1] == "constraints.txt", line
+
+
+def test_editing_the_pins_reinstalls(tmp_path: Path) -> None:
+    def stamp() -> tuple[str, list[str]]:
+        """The stamp `make install` makes, and its prerequisites, from make's database."""
+        database = make_dry_run(tmp_path, "-p", "install")
+        (rule,) = [line for line in database if line.startswith("install:")]
+        (name,) = rule.split(":", 1)[1].split()
+        (prerequisites,) = [line.split(":", 1)[1].split() for line in database if line.startswith(f"{name}:")]
+        return name, prerequisites
+
+    name, prerequisites = stamp()
+    assert "constraints.txt" in prerequisites
+    with open(tmp_path / "constraints.txt", "a") as pins:
+        pins.write("# edited\n")
+    # named after the content too, so even an edit older than the stamp reinstalls
+    assert stamp()[0] != name
+
+
+def test_make_constraints_freezes_a_fresh_venv(tmp_path: Path) -> None:
+    script = " ".join(make_dry_run(tmp_path, "constraints"))
+    assert "-m venv" in script and "pip install --quiet -e '.[test,lint]'" in script
+    assert "pip freeze --exclude-editable" in script and "> constraints.txt.new" in script
+    assert "mv constraints.txt.new constraints.txt" in script
 
 
 def test_dockerignore_keeps_local_state_out_of_the_image() -> None:
@@ -589,7 +745,7 @@ def table_rows(database_url: str) -> list[tuple[Any, ...]] | None:
 
 
 def birthdate(birthts: int) -> dt.datetime:
-    return dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc) + dt.timedelta(milliseconds=birthts)
+    return dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(milliseconds=birthts)
 
 
 def as_rows(records: list[dict[str, Any]]) -> list[tuple[Any, ...]]:

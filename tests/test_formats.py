@@ -146,3 +146,23 @@ async def test_identical_concurrent_answers_share_one_build(users: Service, raw,
     # Another encoding or format is another body, built once too.
     await asyncio.gather(*(raw("/data") for _ in range(4)), *(raw("/data?format=csv") for _ in range(4)))
     assert len(selections) == 3
+
+
+async def test_a_repeated_page_is_built_once_and_follows_every_change(users: Service, source_dir: Path, monkeypatch):
+    pages = []
+    page = users.index.page
+
+    def counted(*args: Any) -> Any:
+        pages.append(args)
+        return page(*args)
+
+    monkeypatch.setattr(users.index, "page", counted)
+    first = [await users.client.get("/data?limit=3&after=1") for _ in range(3)]
+    assert len(pages) == 1 and {r.headers["Link"] for r in first} == {'</data?limit=3&after=1000>; rel="next"'}
+    assert [u["user_id"] for u in await first[0].json()] == ["10", "100", "1000"]
+    (source_dir / "1000.csv").unlink()
+    (source_dir / "1000.png").unlink()
+    (source_dir / "10000.csv").write_text("first_name, last_name, birthts\nNew, L, 0\n")
+    await users.post("/data")
+    assert [u["user_id"] for u in await users.get("/data?limit=3&after=1")] == ["10", "100", "10000"]
+    assert len(pages) == 2

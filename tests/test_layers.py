@@ -34,7 +34,7 @@ def test_only_the_tuning_module_touches_the_collector() -> None:
     assert users == ["tuning.py"]
 
 
-@pytest.mark.parametrize("module", ["userdata.views", "userdata.health"])
+@pytest.mark.parametrize("module", ["userdata.views", "userdata.health", "userdata.dashboard_api", "userdata.live"])
 def test_the_http_side_imports_neither_watchfiles_nor_asyncpg(module: str) -> None:
     code = f"import sys, {module}; print(sorted({{'watchfiles', 'asyncpg'}} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
@@ -56,7 +56,7 @@ _PURE = {".records", ".stores", ".catalog", ".objects", ".days", ".names"}
 
 
 @pytest.mark.parametrize(
-    "name", ["catalog.py", "scan.py", "index.py", "days.py", "records.py", "objects.py", "names.py"]
+    "name", ["catalog.py", "scan.py", "index.py", "days.py", "ages.py", "records.py", "objects.py", "names.py"]
 )
 def test_the_domain_knows_no_io_no_event_loop_and_no_later_layer(name: str) -> None:
     imports = _imports(PACKAGE / name)

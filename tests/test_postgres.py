@@ -50,7 +50,7 @@ def database_url(postgres_db: str) -> str:
 
 
 def to_birthts(birthdate: dt.datetime) -> int:
-    return (birthdate - dt.datetime(1970, 1, 1, tzinfo=dt.timezone.utc)) // dt.timedelta(milliseconds=1)
+    return (birthdate - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) // dt.timedelta(milliseconds=1)
 
 
 async def table(url: str) -> list[dict[str, Any]]:

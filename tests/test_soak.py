@@ -153,7 +153,7 @@ class Readers:
                     self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
                     if r.status != 200:
                         self.bad.append(f"{path}: {r.status} {(await r.text())[:200]}")
-            except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+            except (TimeoutError, aiohttp.ClientError) as e:
                 self.errors.append(f"{path}: {e!r}")
             self.times.append(time.monotonic() - started)
 

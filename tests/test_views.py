@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import configparser
 import contextlib
 import datetime as dt
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -21,6 +23,8 @@ from userdata.app import create_app
 from userdata.health import REJECTED_SHOWN
 from userdata.keys import TASKS
 from userdata.stores.folder import FolderStore
+
+ROOT = Path(__file__).resolve().parents[1]
 
 DAY_MS = 86_400_000
 YEAR_MS = 365.2425 * DAY_MS  # the SPEC's year for exact ages
@@ -41,13 +45,13 @@ async def assert_error(r: ClientResponse, status: int, *mentions: str) -> str:
 
 # Users relative to today's UTC date. On Feb 29 nobody born in a non-leap year has a birthday,
 # so the boundary age is then one whose birth year is a leap year too.
-TODAY = dt.datetime.now(dt.timezone.utc).date()
+TODAY = dt.datetime.now(dt.UTC).date()
 AGE = 28 if (TODAY.month, TODAY.day) == (2, 29) else 30
 
 
 def ms(day: dt.date) -> int:
     """Midnight UTC of ``day`` in milliseconds since the epoch."""
-    return round(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp() * 1000)
+    return round(dt.datetime(day.year, day.month, day.day, tzinfo=dt.UTC).timestamp() * 1000)
 
 
 def years_before(day: dt.date, years: int) -> dt.date:
@@ -320,6 +324,7 @@ async def test_a_repeated_query_follows_the_date(users: Service, monkeypatch: py
 async def test_health_lists_users_and_rejected_files(users: Service, write_user: Callable[..., Path]) -> None:
     body = await users.get("/health")
     assert isinstance(body.pop("store", ""), str), body
+    assert isinstance(body.pop("changed_at", None), str), body  # the first load found the users
     assert body == {"status": "ok", "users": len(USERS), "rejected": [], "rejected_count": 0}
 
     write_user("99", csv="first_name,last_name\nA,B\n")
@@ -331,6 +336,7 @@ async def test_health_lists_users_and_rejected_files(users: Service, write_user:
     await wait_until(rejected, message="for the bad file to be listed")
     body = await users.get("/health")
     body.pop("store", None)
+    body.pop("changed_at", None)
     reason = body["rejected"][0].get("reason") if body["rejected"] else None
     assert body == {
         "status": "ok",
@@ -352,12 +358,45 @@ async def test_a_fixed_file_leaves_the_rejected_list(service: Service, write_use
     assert (body["status"], body["users"], body["rejected"]) == ("ok", 1, []), body
 
 
-async def test_page_is_html_that_queries_data_and_stats(service: Service) -> None:
+async def test_the_dashboard_is_html_css_and_a_script_from_the_package(service: Service) -> None:
+    """GET / and its two files (tests/test_browser.py runs them in a browser): served from the
+    package, nothing fetched from elsewhere, asking the API a page at a time."""
     r = await service.client.get("/")
-    text = await r.text()
-    assert r.status == 200, text
+    html = await r.text()
+    assert r.status == 200, html
     assert r.content_type == "text/html", r.content_type
-    assert "<html" in text.lower() and "/data" in text and "/stats" in text, text
+    assert '<script type="module" src="/static/page.js"></script>' in html
+    assert '<link rel="stylesheet" href="/static/page.css">' in html
+    files = {}
+    for path, content_type in [("/static/page.js", "text/javascript"), ("/static/page.css", "text/css")]:
+        r = await service.client.get(path)
+        assert (r.status, r.content_type, r.charset) == (200, content_type, "utf-8"), path
+        assert r.headers["Cache-Control"] == "no-cache"
+        files[path] = await r.text()
+        again = await service.client.get(path, headers={"If-None-Match": r.headers["ETag"]})
+        assert again.status == 304 and await again.read() == b"", path
+    script, style = files["/static/page.js"], files["/static/page.css"]
+    for asked in ["/stats", "/stats/ages", "/data", "/rejected", "/health", "/images/", 'new EventSource("/updates")']:
+        assert asked in script, asked
+    assert "const LIMIT = 50;" in script and "limit: LIMIT" in script  # /data a page at a time
+    for text in [html, script, style]:  # offline: no CDN, no font or import from elsewhere
+        assert not re.search(r"https?://(?!www\.w3\.org/2000/svg\b)", text), text
+        assert not re.search(r"@import|url\(", text)
+    # Labels, live regions, a caption; light and dark; focus shown.
+    for field in ("f-image", "f-min", "f-max"):
+        assert f'<label for="{field}">' in html, field
+    assert 'aria-live="polite"' in html and 'role="alert"' in html and "<caption" in html
+    assert '<html lang="en">' in html and 'name="viewport"' in html
+    assert "@media (prefers-color-scheme: dark)" in style and ":focus-visible" in style
+
+
+def test_the_dashboard_s_files_are_package_data() -> None:
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    patterns = [p.strip() for p in config["options.package_data"]["userdata"].split(",")]
+    package = ROOT / "userdata"
+    shipped = {path.relative_to(package).as_posix() for pattern in patterns for path in package.glob(pattern)}
+    assert {"page.html", "static/page.js", "static/page.css"} <= shipped, shipped
 
 
 # POST /data: a forced rescan.
@@ -487,6 +526,7 @@ async def test_health_and_rescan_are_503_until_the_store_can_be_listed(data_dir:
         await wait_until(healthy, message="for /health to recover")
         body = await service.get("/health")
         body.pop("store", None)
+        body.pop("changed_at", None)
         assert body == {"status": "ok", "users": 1, "rejected": [], "rejected_count": 0}
         assert await service.user_ids() == ["1"]
     finally:
@@ -508,6 +548,7 @@ async def test_health_is_degraded_but_serving_when_the_store_goes_away(users: Se
     assert (report["users"], report["added"], report["removed"]) == (len(USERS), 0, 0), report
     body = await users.get("/health")
     body.pop("store", None)
+    body.pop("changed_at", None)
     assert body == {"status": "ok", "users": len(USERS), "rejected": [], "rejected_count": 0}
 
 

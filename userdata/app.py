@@ -15,11 +15,16 @@ from typing import Any
 
 from aiohttp import web
 
+from . import dashboard_api
 from .cache import ResponseCache
+from .docs import routes as docs_routes
 from .index import UserIndex
-from .keys import DATA_CACHE, INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, TASKS, WATCHER
-from .middleware import error_middleware
+from .keys import DATA_CACHE, INDEX, METRICS, MIRROR, OUTPUT, PAGE_CACHE, PIPELINE, SETTINGS, STORE, TASKS, WATCHER
+from .metrics import Metrics, metrics_ctx
+from .metrics import routes as metrics_routes
+from .middleware import middleware
 from .objects import SourceObject
+from .page_files import routes as page_routes
 from .pipeline import Pipeline
 from .settings import Settings
 from .sinks.output_csv import OutputWriter
@@ -44,12 +49,18 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     :param settings: how it runs
     :param store: the store to use instead of the one ``settings`` name (tests wrap one)
     """
-    app = web.Application(middlewares=[error_middleware])
+    metrics = Metrics()
+    app = web.Application(middlewares=[middleware(metrics.requests.observe)])
     app[SETTINGS] = settings
+    app[METRICS] = metrics
     app[STORE] = create_store(settings) if store is None else store
-    app[DATA_CACHE] = ResponseCache()
-    app.cleanup_ctx.extend([_store_ctx, _output_ctx, _mirror_ctx, _pipeline_ctx, _rescan_ctx])
+    app[DATA_CACHE], app[PAGE_CACHE] = ResponseCache(), ResponseCache()
+    app.cleanup_ctx.extend([_store_ctx, _output_ctx, _mirror_ctx, _pipeline_ctx, _rescan_ctx, metrics_ctx])
     app.router.add_routes(routes)
+    app.router.add_routes(metrics_routes)
+    app.router.add_routes(docs_routes)
+    app.router.add_routes(page_routes)  # the dashboard's CSS and script
+    dashboard_api.setup(app)  # its routes, and /updates' part: after the pipeline's
     return app
 
 
@@ -113,7 +124,7 @@ async def _output_ctx(app: web.Application) -> AsyncIterator[None]:
             # Bounded: a store that does not answer must not keep the service from stopping
             # within a few seconds (the write is whole or not at all either way).
             await asyncio.wait_for(output.flush(), FLUSH_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             logger.warning("output.csv not flushed: the store did not answer within %g s", FLUSH_TIMEOUT)
 
 
@@ -132,6 +143,7 @@ async def _mirror_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, store = app[SETTINGS], app[STORE]
     pipeline = app[PIPELINE] = Pipeline(store, app[INDEX], settings.prefix, retry_delays=settings.retry_delays)
+    app[METRICS].follow(pipeline)
     output = app[OUTPUT]
     pipeline.listeners.append(output.notify)
     # The catalog, persisted beside output.csv, lets the next start read only what changed.

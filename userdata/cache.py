@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sized
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
-__all__ = ("Body", "ResponseCache")
+__all__ = ("Body", "Page", "ResponseCache")
 
 #: A body whole, or in parts to send one after the other (a large one).
 Body = bytes | tuple[bytes, ...]
+V = TypeVar("V", bound=Sized)
 
 
-class ResponseCache:
+@dataclass(frozen=True, slots=True)
+class Page:
+    """A page's body, and the last key on it when another page follows (for its link)."""
+
+    body: bytes
+    last: str | None
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+
+class ResponseCache(Generic[V]):
     """Bodies by query, valid for one version of the index.
 
     A repeated query (a dashboard polling the same filters) is answered without searching the
@@ -29,24 +43,25 @@ class ResponseCache:
         self.entries = entries
         self.max_body = max_body
         self._version: int | None = None
-        self._bodies: dict[Hashable, Body] = {}
+        self._bodies: dict[Hashable, V] = {}
         #: the last bodies in parts, kept whatever their size (two at most: they are large)
-        self._large: dict[Hashable, Body] = {}
-        self._building: dict[tuple[int, Hashable], asyncio.Future[Body]] = {}
+        self._large: dict[Hashable, V] = {}
+        self._building: dict[tuple[int, Hashable], asyncio.Future[V]] = {}
 
     def __len__(self) -> int:
         return len(self._bodies)
 
-    def get(self, version: int, key: Hashable) -> Body | None:
+    def get(self, version: int, key: Hashable) -> V | None:
         """The body stored for ``key`` at ``version`` of the index, or None."""
         if version != self._version:
             self._bodies.clear()
             self._large.clear()
             self._version = version
             return None
-        return self._large.get(key) or self._bodies.get(key)
+        large = self._large.get(key)
+        return large if large is not None else self._bodies.get(key)
 
-    async def shared(self, version: int, key: Hashable, build: Callable[[], Body | Awaitable[Body]]) -> Body:
+    async def shared(self, version: int, key: Hashable, build: Callable[[], V | Awaitable[V]]) -> V:
         """The body for ``key`` at ``version``: kept, being built for another request, or built now.
 
         ``build`` gives the body, or an awaitable of it where building takes turns with other
@@ -58,19 +73,19 @@ class ResponseCache:
         building = self._building.get((version, key))
         if building is None:
             made = build()
-            if isinstance(made, (bytes, tuple)):
+            if not isinstance(made, Awaitable):
                 self.put(version, key, made)
                 return made
             building = self._building[version, key] = asyncio.ensure_future(made)
             building.add_done_callback(lambda done: self._built(version, key, done))
         return await asyncio.shield(building)
 
-    def _built(self, version: int, key: Hashable, done: asyncio.Future[Body]) -> None:
+    def _built(self, version: int, key: Hashable, done: asyncio.Future[V]) -> None:
         del self._building[version, key]
         if not done.cancelled() and done.exception() is None:
             self.put(version, key, done.result())
 
-    def put(self, version: int, key: Hashable, body: Body) -> None:
+    def put(self, version: int, key: Hashable, body: V) -> None:
         """Keep ``body`` for ``key``, unless it is too large or ``version`` is not the current one."""
         if version != self._version or self.entries <= 0:
             return

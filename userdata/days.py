@@ -81,6 +81,11 @@ class DayBuckets:
         j = len(self.days) if hi is None else bisect_right(self.days, hi)
         return i, max(i, j)
 
+    def ends(self, lo: int | None, hi: int | None) -> tuple[int, int] | None:
+        """The first and the last day with users in lo..hi (inclusive), None if there is none."""
+        i, j = self._span(lo, hi)
+        return (self.days[i], self.days[j - 1]) if i < j else None
+
     def totals(self, lo: int | None, hi: int | None) -> tuple[int, int]:
         """(count, sum of birthts) of users born on days lo..hi (inclusive)."""
         if self._counts_prefix is None or self._sums_prefix is None:

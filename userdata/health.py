@@ -8,26 +8,38 @@ from typing import Any
 
 from aiohttp import web
 
-from .keys import INDEX, MIRROR, OUTPUT, PIPELINE, STORE, WATCHER, Part
+from .keys import CHANGES, INDEX, MIRROR, OUTPUT, PIPELINE, STORE, WATCHER, Part
+from .live import utc_text
 
-__all__ = ("REJECTED_SHOWN", "check_health", "rejected_page")
+__all__ = ("REJECTED_SHOWN", "check_health", "health_status", "rejected_page")
 
 #: Rejected files /health lists at most (the first by key); ``GET /rejected`` pages through all.
 REJECTED_SHOWN = 100
+
+
+def health_status(app: web.Application) -> tuple[str, str | None]:
+    """The status of /health (``starting``, ``ok`` or ``degraded``) and every cause (None if none):
+    a few attributes of each part, cheap enough to ask often (GET /updates does)."""
+    parts: list[Part | None] = [app[PIPELINE], app[OUTPUT], app.get(WATCHER), app.get(MIRROR)]
+    cause = "; ".join(problem for part in parts if part is not None and (problem := part.problem()) is not None)
+    if cause:
+        return "degraded", cause
+    return ("ok" if app[PIPELINE].loaded.is_set() else "starting"), None
 
 
 def check_health(app: web.Application) -> tuple[int, dict[str, Any]]:
     """(status, body) of /health: 503 until the first load is done, then 200, degraded naming
     every cause while the last index is still served."""
     pipeline, mirror = app[PIPELINE], app.get(MIRROR)
-    parts: list[Part | None] = [pipeline, app[OUTPUT], app.get(WATCHER), mirror]
-    cause = "; ".join(problem for part in parts if part is not None and (problem := part.problem()) is not None)
+    status, cause = health_status(app)
     if not pipeline.loaded.is_set():
-        return 503, {"status": "degraded", "cause": cause} if cause else {"status": "starting"}
-    body: dict[str, Any] = {"status": "degraded" if cause else "ok"}
+        return 503, {"status": status, "cause": cause} if cause else {"status": status}
+    body: dict[str, Any] = {"status": status}
     if cause:
         body["cause"] = cause
     body["users"] = len(app[INDEX])
+    changes = app.get(CHANGES)
+    body["changed_at"] = None if changes is None else utc_text(changes.changed_at())
     rejected = pipeline.rejected
     body["rejected"] = [{"key": k, "reason": rejected[k]} for k in heapq.nsmallest(REJECTED_SHOWN, rejected)]
     body["rejected_count"] = len(rejected)

@@ -174,7 +174,8 @@ class UserIndex:
     def _group(self, record: UserRecord) -> DayBuckets:
         return self._groups[record.img_path is not None]
 
-    def _selected_groups(self, has_image: bool | None) -> tuple[DayBuckets, ...]:
+    def groups(self, has_image: bool | None) -> tuple[DayBuckets, ...]:
+        """The day buckets of the users with an image or without (None: both)."""
         return self._groups if has_image is None else (self._groups[has_image],)
 
     def records(self) -> list[UserRecord]:
@@ -206,26 +207,27 @@ class UserIndex:
             if has_image is None:
                 return self.records()
             return [r for r in map(users.__getitem__, self._sorted_ids) if (r.img_path is not None) is has_image]
+        return [users[uid] for uid in sorted(self._ids_in(has_image, lo, hi))]
+
+    def _ids_in(self, has_image: bool | None, lo: int | None, hi: int | None) -> list[str]:
+        """Ids of the users with an image or not (None: either) born on days ``lo`` to ``hi``, unsorted."""
         ids: list[str] = []
-        for group in self._selected_groups(has_image):
+        for group in self.groups(has_image):
             group.add_ids(lo, hi, ids)
-        ids.sort()
-        return [users[uid] for uid in ids]
+        return ids
 
     def page(
         self, has_image: bool | None, span: tuple[int | None, int | None] | None, after: str | None, limit: int
     ) -> tuple[list[UserRecord], bool]:
-        """Up to ``limit`` records of :meth:`select`'s selection whose user_id comes after
-        ``after``, and whether more follow.
-
-        Its cost follows the page, not the selection: the sorted ids are walked from ``after``
-        while matches are dense; a sparse selection is taken from its day buckets instead.
-        """
+        """Up to ``limit`` records of :meth:`select`'s selection after the user_id ``after``, and whether
+        more follow. Its cost follows the page, not the selection: the sorted ids are walked from
+        ``after`` while matches are dense; a sparse selection is taken from its day buckets."""
         if span is None:
             return [], False
         lo, hi = span
         users, ids = self._users, self._sorted_ids
-        count = sum(group.totals(lo, hi)[0] for group in self._selected_groups(has_image))
+        everyone = has_image is None and lo is None and hi is None  # then a slice of the sorted ids
+        count = 0 if everyone else sum(group.totals(lo, hi)[0] for group in self.groups(has_image))
         if count and limit * len(users) // count <= 4 * count:  # dense: walk the sorted ids
             found: list[UserRecord] = []
             for index in range(0 if after is None else bisect_right(ids, after), len(ids)):
@@ -240,10 +242,7 @@ class UserIndex:
                         return found, True
                     found.append(record)
             return found, False
-        selected: list[str] = []
-        for group in self._selected_groups(has_image):
-            group.add_ids(lo, hi, selected)
-        selected.sort()
+        selected = ids if everyone else sorted(self._ids_in(has_image, lo, hi))
         start = 0 if after is None else bisect_right(selected, after)
         return [users[uid] for uid in selected[start : start + limit]], start + limit < len(selected)
 
@@ -253,7 +252,7 @@ class UserIndex:
         if span is None:
             return Stats(0, None)
         count = total = 0
-        for group in self._selected_groups(filters.has_image):
+        for group in self.groups(filters.has_image):
             c, s = group.totals(*span)
             count += c
             total += s

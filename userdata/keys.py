@@ -7,26 +7,34 @@ so they import neither watchfiles nor asyncpg.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from .cache import ResponseCache
+from .cache import Body, Page, ResponseCache
 from .index import Diff, UserIndex
+from .live import Broadcaster, ChangeClock
 from .pipeline import Pipeline
 from .settings import Settings
 from .sinks.output_csv import OutputWriter
 from .stores import Store
 
+if TYPE_CHECKING:  # it uses these keys
+    from .metrics import Metrics
+
 __all__ = (
+    "CHANGES",
     "DATA_CACHE",
+    "PAGE_CACHE",
     "INDEX",
+    "METRICS",
     "MIRROR",
     "OUTPUT",
     "PIPELINE",
     "SETTINGS",
     "STORE",
     "TASKS",
+    "UPDATES",
     "WATCHER",
     "Mirror",
     "Part",
@@ -58,10 +66,14 @@ class Mirror(Part, Protocol):
 SETTINGS = web.AppKey("settings", Settings)
 STORE = web.AppKey("store", Store)
 INDEX = web.AppKey("index", UserIndex)
-DATA_CACHE = web.AppKey("data_cache", ResponseCache)  # bodies of recent GET /data answers
+DATA_CACHE = web.AppKey("data_cache", ResponseCache[Body])  # bodies of recent whole GET /data answers
+PAGE_CACHE = web.AppKey("page_cache", ResponseCache[Page])  # and of recent pages
 PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTPUT = web.AppKey("output", OutputWriter)
 WATCHER = web.AppKey("watcher", Part)  # only set while a folder is watched
 MIRROR = web.AppKey("mirror", Mirror)  # only set with a database URL
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics")  # typed for mypy only: the module imports this one
 #: the background tasks the app runs (pipeline, output, watcher): /livez fails if one has died
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
+CHANGES = web.AppKey("changes", ChangeClock)  # when the index last changed (/health, /updates)
+UPDATES = web.AppKey("updates", Broadcaster)  # the state GET /updates streams to its clients

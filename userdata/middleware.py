@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
-__all__ = ("BadRequest", "error_middleware", "json_error")
+__all__ = ("BadRequest", "Observe", "error_middleware", "json_error", "middleware")
 
 logger = logging.getLogger("userdata.middleware")
 
@@ -24,6 +26,30 @@ def json_error(status: int, message: str, headers: dict[str, str] | None = None)
         content_type="application/json",
         headers=headers,
     )
+
+
+#: Told of each answer: the request, its status and the seconds it took.
+Observe = Callable[[web.Request, int, float], None]
+
+
+def middleware(observe: Observe | None = None) -> Middleware:
+    """The app's one middleware (each layer costs every request): errors answered as JSON
+    (:func:`error_middleware`), then, with ``observe``, every answer's final status and time."""
+    if observe is None:
+        return error_middleware
+
+    @web.middleware
+    async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await error_middleware(request, handler)
+        except web.HTTPException as e:  # a redirect, which error_middleware passes on
+            observe(request, e.status, time.perf_counter() - started)
+            raise
+        observe(request, response.status, time.perf_counter() - started)
+        return response
+
+    return observed
 
 
 @web.middleware

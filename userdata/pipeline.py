@@ -29,7 +29,7 @@ from .future import FutureBirthts
 from .index import Diff, UserIndex
 from .objects import SourceObject
 from .reconcile import Reconciler
-from .reports import RescanReport, Restore, Restored
+from .reports import Meter, RescanReport, Restore, Restored
 from .stores import Store, StoreUnavailable
 
 __all__ = ("Listener", "Pipeline", "RescanReport", "Restore", "Restored")
@@ -71,9 +71,13 @@ class Pipeline:
         self.store_error: str | None = None
         #: why some changes named could not be applied (they are retried), None when all were
         self.apply_error: str | None = None
+        #: told of each scan, store failure and batch of named changes applied (userdata.metrics)
+        self.meter = Meter()
         self.reconciler = Reconciler(store, index, prefix)
         self._backoff = Backoff(retry_delays)
-        self._dirty: dict[str, SourceObject] = {}
+        #: source objects named (:meth:`submit`) and not applied yet, by key
+        self.named: dict[str, SourceObject] = {}
+        self._named_at = 0.0  # when the first of them was named (time.monotonic())
         self._pending: _Rescan | None = None
         self._scanning: asyncio.Task[None] | None = None
         self._rescan_retry: asyncio.TimerHandle | None = None
@@ -92,9 +96,11 @@ class Pipeline:
 
     def submit(self, objects: Iterable[SourceObject]) -> None:
         """Look at these source objects again (added, changed or deleted: the store will tell)."""
-        before = len(self._dirty)
-        self._dirty.update((obj.key, obj) for obj in objects)
-        if len(self._dirty) != before:
+        before = len(self.named)
+        if not before:
+            self._named_at = time.monotonic()
+        self.named.update((obj.key, obj) for obj in objects)
+        if len(self.named) != before:
             self._wake.set()
 
     def rescan(self, *, force: bool) -> asyncio.Future[RescanReport]:
@@ -116,25 +122,22 @@ class Pipeline:
     async def run(self, restore: Restore | None = None) -> None:
         """Load everything (after ``restore``), then apply changes as they are asked for, until cancelled."""
         with tuning.loop_first():
-            await self._run(restore)
-
-    async def _run(self, restore: Restore | None) -> None:
-        await self.load(retry=True, restore=restore)
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                if self._pending is not None and self._scanning is None:
-                    request, self._pending = self._pending, None
-                    self._scanning = asyncio.create_task(self._run_rescan(request), name="userdata.rescan")
-                    self._scanning.add_done_callback(self._scan_ended)
-                if self._dirty:
-                    await self._refresh()
-        finally:
-            if self._scanning is not None:
-                self._scanning.cancel()
-                with suppress(asyncio.CancelledError):
-                    await self._scanning
+            await self.load(retry=True, restore=restore)
+            try:
+                while True:
+                    await self._wake.wait()
+                    self._wake.clear()
+                    if self._pending is not None and self._scanning is None:
+                        request, self._pending = self._pending, None
+                        self._scanning = asyncio.create_task(self._run_rescan(request), name="userdata.rescan")
+                        self._scanning.add_done_callback(self._scan_ended)
+                    if self.named:
+                        await self._refresh()
+            finally:
+                if self._scanning is not None:
+                    self._scanning.cancel()
+                    with suppress(asyncio.CancelledError):
+                        await self._scanning
 
     async def load(self, *, retry: bool = False, restore: Restore | None = None) -> RescanReport:
         """Put ``restore``'s last good records in the index, then read every source object (with
@@ -161,13 +164,13 @@ class Pipeline:
                     logger.exception("initial load failed")
                     self.store_error, delay = f"initial load failed: {e}", self._backoff.failed()
             await asyncio.sleep(delay)
-        how = "only what changed since the catalog hint" if resumed else "every object"
-        logger.info("loaded %d users from %s (read %s) in %d ms (%d rejected files)", *_load_figures(report, self, how))
+        _log_loaded(report, self, resumed)
         self.loaded.set()
         return report
 
     async def _refresh(self) -> None:
-        objects, self._dirty = self._dirty, {}
+        objects, self.named = self.named, {}
+        named_at = self._named_at  # kept if they are put back: they wait on since then
         failed: dict[str, SourceObject] | None = {}  # None: the store was lost meanwhile
         try:
             diffs = [await self.reconciler.refresh(objects.values())]
@@ -186,12 +189,13 @@ class Pipeline:
         elif failed is not None:
             self.apply_error = None
             self._succeeded()
+            self.meter.visible(time.monotonic() - named_at)
         for diff in diffs:
             self._publish(diff)
         _log_applied(len(objects), diffs)
 
     def _requeue(self, objects: dict[str, SourceObject], delay: float) -> None:
-        self._dirty = objects | self._dirty  # what came meanwhile is newer news of the same keys
+        self.named = objects | self.named  # what came meanwhile is newer news of the same keys
         asyncio.get_running_loop().call_later(delay, self._wake.set)
 
     async def _run_rescan(self, request: _Rescan) -> None:
@@ -229,14 +233,13 @@ class Pipeline:
         self._publish(diff)
         if self.loaded.is_set():  # a rescan: requests are being served meanwhile
             await tuning.free_off_loop(*garbage)
-        took = round((time.monotonic() - started) * 1000)
-        return RescanReport(
-            len(self.index), len(diff.added), len(diff.updated), len(diff.removed), len(self.rejected), took
-        )
+        self.meter.scanned(_kind(force, self.loaded), time.monotonic() - started)
+        return RescanReport.of(diff, len(self.index), len(self.rejected), started)
 
     def _failed(self, error: StoreUnavailable) -> float:
         """Record a store failure; returns how long to wait before trying again."""
         self.store_error = str(error)
+        self.meter.store_failed()
         delay = self._backoff.failed()
         logger.warning("store unavailable (%s); trying again in %.1f s", error, delay)
         return delay
@@ -251,11 +254,15 @@ class Pipeline:
         """Tell the listeners what changed, if anything did."""
         self._future.mind()
         if diff:
-            for listener in self.listeners:
-                try:
-                    listener(diff)
-                except Exception:  # a sink's bug must not stop the index from following the store
-                    logger.exception("listener %r failed", listener)
+            _tell(self.listeners, diff)
+
+
+def _tell(listeners: list[Listener], diff: Diff) -> None:
+    for listener in listeners:
+        try:
+            listener(diff)
+        except Exception:  # a sink's bug must not stop the index from following the store
+            logger.exception("listener %r failed", listener)
 
 
 def _log_applied(count: int, diffs: list[Diff]) -> None:
@@ -263,8 +270,15 @@ def _log_applied(count: int, diffs: list[Diff]) -> None:
     logger.info("applied %d changed keys: %d added, %d updated, %d removed", count, added, updated, removed)
 
 
-def _load_figures(report: RescanReport, pipeline: Pipeline, how: str) -> tuple[object, ...]:
-    return report.users, pipeline.store.describe(), how, report.duration_ms, report.rejected
+def _log_loaded(report: RescanReport, pipeline: Pipeline, resumed: bool) -> None:
+    how = "only what changed since the catalog hint" if resumed else "every object"
+    figures = report.users, pipeline.store.describe(), how, report.duration_ms, report.rejected
+    logger.info("loaded %d users from %s (read %s) in %d ms (%d rejected files)", *figures)
+
+
+def _kind(force: bool, loaded: asyncio.Event) -> str:
+    """What a scan is, for its metrics: the first load, or a forced or an incremental rescan."""
+    return ("forced" if force else "incremental") if loaded.is_set() else "load"
 
 
 def _retrieve(future: asyncio.Future[RescanReport]) -> None:

@@ -52,6 +52,8 @@ class Reconciler:
         self._fresher: set[str] | None = None
         #: CSVs rejected for a birthts in the future: key -> that birthts (ms), when to read it again
         self.future: dict[str, int] = {}
+        #: reads that found an object that exists but cannot be read (an ObjectError), so far
+        self.unreadable = 0
 
     async def refresh(self, objects: Collection[SourceObject]) -> Diff:
         """Look at these objects again: their CSVs are read, their images' versions asked for."""
@@ -61,6 +63,7 @@ class Reconciler:
         for key, version in (await self.store.stat_many(pngs)).items() if pngs else ():
             if isinstance(version, ObjectError):  # the image's state is unknown: keep what is known
                 logger.warning("cannot look at %s: %s", key, version)
+                self.unreadable += 1
             else:  # present or not: an image's version is no news (listings give PRESENT)
                 found[key] = None if version is None else PRESENT
         return await self._update(found, csvs, refresh=True)
@@ -133,7 +136,7 @@ class Reconciler:
             catalog, read = await tuning.off_loop(scan.fresh_catalog, listing, self.prefix, index.get, held)
             contents = await self._read(read)
             users = await tuning.off_loop(functools.partial(scan.records, rekey=not rescan), catalog, contents)
-            _log_rejected(catalog, contents)
+            self.unreadable += _log_rejected(catalog, contents)
             future = _future_of(catalog)
             if not rescan and not fresher:
                 self.catalog, self.future = catalog, future
@@ -168,7 +171,7 @@ class Reconciler:
             found = {key: v for key, v in found.items() if catalog.owner(key)[1] not in fresher}
             outcomes = {key: o for key, o in outcomes.items() if key in found}
         changes: Changes = catalog.apply(found, outcomes)
-        _log_rejected(catalog, outcomes)
+        self.unreadable += _log_rejected(catalog, outcomes)
         _note_future(self.future, outcomes, found)
         return self.index.apply(*changes)
 
@@ -231,12 +234,16 @@ def _parser(now_ms: int) -> Callable[[bytes], Outcome]:
     return parse
 
 
-def _log_rejected(catalog: Catalog, read: Mapping[str, object]) -> None:
-    """A warning for each file just read and rejected (a conflict is no news of the file's)."""
+def _log_rejected(catalog: Catalog, read: Mapping[str, object]) -> int:
+    """A warning for each file just read and rejected (a conflict is no news of the file's); how
+    many of those could not be read."""
     rejected = catalog.rejected
+    unreadable = 0
     for key in rejected if len(rejected) < len(read) else read:
         if key in read and key in rejected and key not in catalog.conflicts:
             logger.warning("rejected %s: %s", key, rejected[key])
+            unreadable += rejected[key].startswith(scan.UNREADABLE)
+    return unreadable
 
 
 def _birthts_due(reason: str) -> int | None:

@@ -1,4 +1,5 @@
-"""What the pipeline reports of a rescan, and what a start restores before its first load."""
+"""What the pipeline reports of a rescan, what a start restores before its first load, and what
+the pipeline tells its metrics."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from .catalog import Hint
 from .index import Diff
 from .records import UserRecord
 
-__all__ = ("RescanReport", "Restore", "Restored")
+__all__ = ("Meter", "RescanReport", "Restore", "Restored")
 
 
 class Restored(NamedTuple):
@@ -43,3 +44,17 @@ class RescanReport:
         """The report of a rescan that found ``diff`` and began at ``started`` (time.monotonic)."""
         took = round((time.monotonic() - started) * 1000)
         return cls(users, len(diff.added), len(diff.updated), len(diff.removed), rejected, took)
+
+
+class Meter:
+    """What the pipeline tells its metrics as it works (:class:`userdata.metrics.Metrics`); this
+    one hears it and does nothing."""
+
+    def scanned(self, kind: str, seconds: float) -> None:
+        """A scan is done: ``kind`` is ``load`` (the first), ``incremental`` or ``forced``."""
+
+    def store_failed(self) -> None:
+        """The store could not be listed or read as a whole (the pipeline tries again)."""
+
+    def visible(self, seconds: float) -> None:
+        """Changes named to the pipeline are in the index, ``seconds`` after the first of them was named."""

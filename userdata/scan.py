@@ -23,11 +23,13 @@ from .objects import classify
 from .records import UserFields, UserRecord
 from .stores import Listing, ObjectError, Version
 
-__all__ = ("Contents", "changed", "fresh_catalog", "hinted_catalog", "records", "split")
+__all__ = ("UNREADABLE", "Contents", "changed", "fresh_catalog", "hinted_catalog", "records", "split")
 
 #: What the store read: each key's version and outcome, or why it could not be read, or None: gone.
 Contents = dict[str, tuple[Version, Outcome] | ObjectError | None]
 
+#: How the reason of a file rejected because it cannot be read begins.
+UNREADABLE = "cannot read: "
 #: A record made in C (a NamedTuple's own constructor is a Python function).
 _new = tuple.__new__
 
@@ -197,7 +199,7 @@ def split(contents: Contents, found: dict[str, Version | None]) -> dict[str, Out
             found[key] = None
         elif isinstance(content, ObjectError):
             found[key] = UNREAD
-            outcomes[key] = f"cannot read: {content}"
+            outcomes[key] = f"{UNREADABLE}{content}"
         else:
             found[key], outcomes[key] = content
     return outcomes

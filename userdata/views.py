@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hmac
 import math
 import re
@@ -16,12 +17,13 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from . import bodies
-from .cache import Body
+from .cache import Body, Page
 from .events import InvalidEvent, objects_from_event
 from .health import REJECTED_SHOWN, check_health, rejected_page
 from .index import Filters, birth_days
-from .keys import DATA_CACHE, INDEX, PIPELINE, SETTINGS, TASKS
+from .keys import DATA_CACHE, INDEX, PAGE_CACHE, PIPELINE, SETTINGS, TASKS
 from .middleware import BadRequest, json_error
+from .records import UserRecord
 from .stores import StoreUnavailable
 
 __all__ = ("parse_filters", "routes")
@@ -72,9 +74,15 @@ def _page(values: dict[str, str], default: int | None) -> tuple[int, str | None]
 
 def _link_next(response: web.Response, path: str, query: list[tuple[str, str]], last: str) -> web.Response:
     """``response`` with the RFC 8288 link to the page after ``last``: the same query otherwise."""
-    pairs = [(k, v) for k, v in query if k != "after"] + [("after", last)]
-    response.headers["Link"] = f'<{path}?{urlencode(pairs)}>; rel="next"'
+    response.headers["Link"] = _link(path, tuple(query), last)
     return response
+
+
+@functools.lru_cache(maxsize=256)
+def _link(path: str, query: tuple[tuple[str, str], ...], last: str) -> str:
+    # Kept: a page asked again and again (a dashboard's) would encode its link again each time.
+    pairs = [(k, v) for k, v in query if k != "after"] + [("after", last)]
+    return f'<{path}?{urlencode(pairs)}>; rel="next"'
 
 
 def _filters(values: dict[str, str]) -> Filters:
@@ -123,13 +131,17 @@ async def get_data(request: web.Request) -> web.StreamResponse:
     span = birth_days(filters, _now_ms())
     if paged is not None:
         limit, after = paged
-        records, more = index.page(filters.has_image, span, after, limit)
-        page = bodies.render_page(records, fmt)
-        page = bodies.gzip_bytes(page) if gzip else page
-        response = _answer(web.Response(body=page), fmt, page)
-        return _link_next(response, "/data", list(values.items()), records[-1].user_id) if more else response
-    key = (filters.has_image, span, fmt, gzip)
-    body = await cache.shared(index.version, key, lambda: bodies.build(index.select(key[0], span), fmt, gzip))
+        pages, key = request.app[PAGE_CACHE], (filters.has_image, span, fmt, gzip, limit, after)
+        page = pages.get(index.version, key) or await pages.shared(
+            index.version, key, lambda: _page_of(*index.page(filters.has_image, span, after, limit), fmt, gzip)
+        )
+        response = _answer(web.Response(body=page.body), fmt, page.body)
+        return response if page.last is None else _link_next(response, "/data", list(values.items()), page.last)
+    body = await cache.shared(
+        index.version,
+        (filters.has_image, span, fmt, gzip),
+        lambda: bodies.build(index.select(filters.has_image, span), fmt, gzip),
+    )
     if isinstance(body, bytes):
         return _answer(web.Response(body=body), fmt, body)
     # In parts, each written when the client has taken the last: a slow client holds no copy.
@@ -141,6 +153,11 @@ async def get_data(request: web.Request) -> web.StreamResponse:
             await streamed.write(part)
     await streamed.write_eof()
     return streamed
+
+
+def _page_of(records: list[UserRecord], more: bool, fmt: bodies.Format, gzip: bool) -> Page:
+    body = bodies.render_page(records, fmt)
+    return Page(bodies.gzip_bytes(body) if gzip else body, records[-1].user_id if more else None)
 
 
 def _answer(response: R, fmt: bodies.Format, body: Body) -> R:

@@ -100,6 +100,10 @@ class OutputWriter:
         self.writes = 0
         #: hint objects written
         self.hint_writes = 0
+        #: tries to write output.csv or its hint that failed
+        self.failures = 0
+        #: when output.csv was last written, or found to hold the index already (time.monotonic())
+        self.written_at: float | None = None
         self._changed = asyncio.Event()
         self._written_version = -1
         self._digest: bytes | None = None
@@ -133,6 +137,11 @@ class OutputWriter:
     def problem(self) -> str | None:
         """Why the last write failed, for /health to show as the cause; None after a good one."""
         return self.error
+
+    @property
+    def dirty(self) -> bool:
+        """Whether the index changed since output.csv was last written (or found to hold it)."""
+        return self.index.version != self._written_version
 
     async def restore(self) -> Restored:
         """The records of the existing output.csv, each user's last good one, and its hint."""
@@ -181,7 +190,7 @@ class OutputWriter:
                 self._changed.clear()
                 try:
                     await asyncio.wait_for(self._changed.wait(), min(self.settle, left))
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     break
             self._changed.clear()
             retry_in = await self._write()
@@ -224,7 +233,7 @@ class OutputWriter:
             snapshot.close()
         self.error = None
         self._backoff.succeeded()
-        self._written_version = version
+        self._written_version, self.written_at = version, time.monotonic()
         return None
 
     async def _put(self, key: str, spool: Spool) -> float | None:
@@ -245,6 +254,7 @@ class OutputWriter:
 
     def _failed(self, error: str) -> float:
         self.error = error
+        self.failures += 1
         delay = self._backoff.failed()
         logger.warning("%s; trying again in %.1f s", error, delay)
         return delay
