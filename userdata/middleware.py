@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
-__all__ = ("BadRequest", "Observe", "error_middleware", "json_error", "middleware")
+__all__ = ("BadRequest", "Observe", "json_error", "middleware")
 
 logger = logging.getLogger("userdata.middleware")
 
@@ -33,42 +33,38 @@ Observe = Callable[[web.Request, int, float], None]
 
 
 def middleware(observe: Observe | None = None) -> Middleware:
-    """The app's one middleware (each layer costs every request): errors answered as JSON
-    (:func:`error_middleware`), then, with ``observe``, every answer's final status and time."""
-    if observe is None:
-        return error_middleware
+    """The app's one middleware (each layer costs every request): every failure answered as
+    JSON, and with ``observe``, every answer's final status and time told to it."""
 
     @web.middleware
-    async def observed(request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         started = time.perf_counter()
         try:
-            response = await error_middleware(request, handler)
-        except web.HTTPException as e:  # a redirect, which error_middleware passes on
-            observe(request, e.status, time.perf_counter() - started)
-            raise
-        observe(request, response.status, time.perf_counter() - started)
+            response = await handler(request)
+        except BadRequest as e:
+            response = json_error(400, str(e))
+        except web.HTTPException as e:
+            if e.status < 400:  # a redirect: aiohttp sends it
+                if observe is not None:
+                    observe(request, e.status, time.perf_counter() - started)
+                raise
+            response = _http_error(request, e)
+        except Exception:
+            logger.exception("error answering %s %s", request.method, request.path_qs)
+            response = json_error(500, "internal error")
+        if observe is not None:
+            observe(request, response.status, time.perf_counter() - started)
         return response
 
-    return observed
+    return answer
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except BadRequest as e:
-        return json_error(400, str(e))
-    except web.HTTPException as e:
-        if e.status < 400:
-            raise
-        if e.status == 404:
-            message = f"not found: {request.path}"
-        elif e.status == 405:
-            message = f"method {request.method} not allowed on {request.path}"
-        else:
-            message = e.reason
-        headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
-        return json_error(e.status, message, headers)
-    except Exception:
-        logger.exception("error answering %s %s", request.method, request.path_qs)
-        return json_error(500, "internal error")
+def _http_error(request: web.Request, e: web.HTTPException) -> web.Response:
+    if e.status == 404:
+        message = f"not found: {request.path}"
+    elif e.status == 405:
+        message = f"method {request.method} not allowed on {request.path}"
+    else:
+        message = e.reason
+    headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+    return json_error(e.status, message, headers)

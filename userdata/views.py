@@ -35,6 +35,7 @@ _BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "
 _NUMBER = re.compile(r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _FILTER_NAMES = ("is_image_exists", "min_age", "max_age")
 _PAGE_NAMES = ("limit", "after")
+_EVERYONE = Filters(None, None, None)
 #: Records (or rejected files) a page holds at most.
 MAX_LIMIT = 1000
 
@@ -171,7 +172,7 @@ def _answer(response: R, fmt: bodies.Format, body: Body) -> R:
 
 @routes.get("/stats")
 async def get_stats(request: web.Request) -> web.Response:
-    filters = parse_filters(request.query)
+    filters = parse_filters(request.query) if request.query_string else _EVERYONE
     return _json(request.app[INDEX].stats(filters, _now_ms()))
 
 
