@@ -10,7 +10,7 @@ LINT_STAMP := $(subst .installed-,.installed-lint-,$(STAMP))
 # `make install PINS=` installs without them on another.
 PINS ?= -c constraints.txt
 
-.PHONY: install constraints browser run process demo test soak lint readme screenshot bench clean up down
+.PHONY: install constraints debs run process demo test soak lint readme screenshot bench clean up down
 
 # Every package at its version in constraints.txt (see `constraints` below).
 $(STAMP): setup.cfg pyproject.toml constraints.txt
@@ -52,20 +52,22 @@ process: install  ## one batch pass: read minio-data/, write output.csv, exit
 demo: install  ## (re)write the demo data set in minio-data/
 	$(BIN)/userdata demo
 
-# The dashboard's browser tests (tests/test_browser.py) drive Debian's chromium. Where it is
-# missing, apt-get is there and we are root (a fresh Debian CI machine), it is installed first;
-# elsewhere, or if that fails, those tests skip saying why (fail with TESTS_REQUIRE_BROWSER=1).
-CHROMIUM := /usr/bin/chromium
-browser:
-	@if [ ! -x $(CHROMIUM) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
-	  echo "installing chromium for the browser tests (apt-get)"; \
+# Debian packages the tests run: chromium for the dashboard's browser tests (tests/test_browser.py),
+# nats-server for the replicas' JetStream (tests/test_jetstream.py). Where one is missing, apt-get
+# is there and we are root (a fresh Debian CI machine), it is installed first; elsewhere, or if
+# that fails, those tests skip saying why (fail with TESTS_REQUIRE_BROWSER / TESTS_REQUIRE_NATS).
+DEBS := /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/sbin/nats-server:nats-server
+debs:
+	@missing=""; for pair in $(DEBS); do [ -x "$${pair%%:*}" ] || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing$$missing for the tests (apt-get)"; \
 	  log=$$(mktemp); \
-	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium chromium-driver; } \
-	    >"$$log" 2>&1 || { tail -n 20 "$$log"; echo "chromium not installed: the browser tests will say so"; }; \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; } \
+	    >"$$log" 2>&1 || { tail -n 20 "$$log"; echo "not installed:$$missing; the tests that need them will say so"; }; \
 	  rm -f "$$log"; \
 	fi
 
-test: install browser
+test: install debs
 	$(BIN)/pytest
 
 SOAK_SECONDS ?= 15

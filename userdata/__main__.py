@@ -43,8 +43,20 @@ _HELP = {
     "max_object_size": "bytes a source object may have at most; larger ones are rejected unread (default 1048576)",
     "log_format": "text, or json: one JSON object a line (default text)",
     "access_log": "on: a line per request, logger userdata.access (default off)",
+    "nats_url": "S3 mode: NATS server whose JetStream stream holds MinIO's bucket notifications",
+    "nats_stream": "the JetStream stream, made when missing (default userdata)",
+    "nats_subject": "the subject MinIO publishes to (default minio.events)",
 }
-_SERVE_ONLY = ("host", "port", "rescan_interval", "webhook_token", "access_log")
+_SERVE_ONLY = (
+    "host",
+    "port",
+    "rescan_interval",
+    "webhook_token",
+    "access_log",
+    "nats_url",
+    "nats_stream",
+    "nats_subject",
+)
 _EXAMPLES = """\
 examples:
   userdata serve                          the folder store minio-data/ on http://127.0.0.1:8080

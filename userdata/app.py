@@ -19,7 +19,20 @@ from . import dashboard_api
 from .cache import ResponseCache
 from .docs import routes as docs_routes
 from .index import UserIndex
-from .keys import DATA_CACHE, INDEX, METRICS, MIRROR, OUTPUT, PAGE_CACHE, PIPELINE, SETTINGS, STORE, TASKS, WATCHER
+from .keys import (
+    DATA_CACHE,
+    EVENTS,
+    INDEX,
+    METRICS,
+    MIRROR,
+    OUTPUT,
+    PAGE_CACHE,
+    PIPELINE,
+    SETTINGS,
+    STORE,
+    TASKS,
+    WATCHER,
+)
 from .metrics import Metrics, metrics_ctx
 from .metrics import routes as metrics_routes
 from .middleware import middleware
@@ -160,16 +173,49 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         # awatch sets up its watches synchronously in its first step: let it take that step
         # before the first listing, so no change falls between the two.
         await asyncio.sleep(0)
+    events_task = await _start_events(app, pipeline)
     # The last good records come from output.csv: a user whose CSV is invalid at start-up keeps
     # the record it had.
     pipeline_task = _start(pipeline.run(restore=output.restore), "pipeline")
     app[TASKS] = [pipeline_task, output_task] + ([watch_task] if watcher is not None else [])
+    app[TASKS] += [events_task] if events_task is not None else []
     yield
     if watcher is not None:
         watcher.stop_event.set()
         await _stop(watch_task, grace=2.0)
+    if events_task is not None:
+        await app[EVENTS].close()  # run() returns
+        await _stop(events_task, grace=2.0)
     await _stop(pipeline_task)
     await _stop(output_task)  # _output_ctx flushes what is left
+
+
+async def _start_events(app: web.Application, pipeline: Pipeline) -> asyncio.Task[None] | None:
+    """With a NATS URL: the stream's position recorded before the first load, so that the events
+    of changes made during it are taken after it (none missed); the task that takes them."""
+    settings = app[SETTINGS]
+    if settings.nats_url is None:
+        return None
+    from .jetstream import JetStreamEvents  # nats only where it is used
+
+    events = JetStreamEvents(
+        settings.nats_url,
+        settings.nats_stream,
+        settings.nats_subject,
+        settings.bucket,
+        settings.prefix,
+        pipeline.submit,
+        pipeline.rescan_soon,
+        retry_delays=settings.retry_delays,
+    )
+    app[EVENTS] = events
+    await events.start_position()  # never raises: without NATS it degrades, and rescans when back
+
+    async def follow() -> None:
+        await pipeline.loaded.wait()
+        await events.run()
+
+    return _start(follow(), "jetstream")
 
 
 async def _rescan_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -8,19 +8,22 @@ from typing import Any
 
 from aiohttp import web
 
-from .keys import CHANGES, INDEX, MIRROR, OUTPUT, PIPELINE, STORE, WATCHER, Part
+from .keys import CHANGES, EVENTS, INDEX, MIRROR, OUTPUT, PIPELINE, STORE, WATCHER, Part
 from .live import utc_text
 
-__all__ = ("REJECTED_SHOWN", "check_health", "health_status", "rejected_page")
+__all__ = ("READY_LAG", "REJECTED_SHOWN", "catching_up", "check_health", "health_status", "rejected_page")
 
 #: Rejected files /health lists at most (the first by key); ``GET /rejected`` pages through all.
 REJECTED_SHOWN = 100
+#: Events of the stream a loaded replica may have still to take and be ready (a steady stream of
+#: changes keeps a few in flight: readiness must not flap with them).
+READY_LAG = 100
 
 
 def health_status(app: web.Application) -> tuple[str, str | None]:
     """The status of /health (``starting``, ``ok`` or ``degraded``) and every cause (None if none):
     a few attributes of each part, cheap enough to ask often (GET /updates does)."""
-    parts: list[Part | None] = [app[PIPELINE], app[OUTPUT], app.get(WATCHER), app.get(MIRROR)]
+    parts: list[Part | None] = [app[PIPELINE], app[OUTPUT], app.get(WATCHER), app.get(MIRROR), app.get(EVENTS)]
     cause = "; ".join(problem for part in parts if part is not None and (problem := part.problem()) is not None)
     if cause:
         return "degraded", cause
@@ -46,7 +49,19 @@ def check_health(app: web.Application) -> tuple[int, dict[str, Any]]:
     body["store"] = app[STORE].describe()
     if mirror is not None:
         body["mirror"] = mirror.summary()
+    if EVENTS in app:
+        body["events"] = app[EVENTS].summary()
     return 200, body
+
+
+def catching_up(app: web.Application) -> dict[str, Any] | None:
+    """Why a replica fed by JetStream is not ready yet although loaded: it has no position in the
+    stream, or more than READY_LAG events wait; None when it is caught up (or has no stream)."""
+    if EVENTS not in app:
+        return None
+    summary = app[EVENTS].summary()
+    lag = summary.get("lag")
+    return None if lag is not None and lag <= READY_LAG else {"status": "catching up", "lag": lag}
 
 
 def rejected_page(app: web.Application, limit: int, after: str | None) -> tuple[dict[str, Any], str | None]:

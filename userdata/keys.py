@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # it uses these keys
 __all__ = (
     "CHANGES",
     "DATA_CACHE",
+    "EVENTS",
     "PAGE_CACHE",
     "INDEX",
     "METRICS",
@@ -47,6 +48,14 @@ class Part(Protocol):
     def problem(self) -> str | None:
         """Why the part is not doing its job right now (for /health), None while it is."""
         ...
+
+
+class Events(Part, Protocol):
+    """A feed of MinIO's bucket notifications (JetStream), as /health and readiness see it."""
+
+    def summary(self) -> dict[str, Any]: ...
+
+    async def close(self) -> None: ...
 
 
 class Mirror(Part, Protocol):
@@ -72,6 +81,7 @@ PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTPUT = web.AppKey("output", OutputWriter)
 WATCHER = web.AppKey("watcher", Part)  # only set while a folder is watched
 MIRROR = web.AppKey("mirror", Mirror)  # only set with a database URL
+EVENTS = web.AppKey("events", Events)  # only set with a NATS URL
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")  # typed for mypy only: the module imports this one
 #: the background tasks the app runs (pipeline, output, watcher): /livez fails if one has died
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])

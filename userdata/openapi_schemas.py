@@ -178,6 +178,10 @@ SCHEMAS: dict[str, Schema] = {
             "rejected_count": count("Rejected files in all."),
             "store": string("Where the source objects are read from."),
             "mirror": ref("Mirror"),
+            "events": loose(
+                {"stream": {"type": "string"}, "lag": {"type": ["integer", "null"]}},
+                description="The JetStream feed, with --nats-url: stream, subject, position, stream_last, lag.",
+            ),
         },
         required=("status", "users", "changed_at", "rejected", "rejected_count", "store"),
         description="The health of a service that has done its first load; degraded while the last index is served.",
@@ -198,7 +202,15 @@ SCHEMAS: dict[str, Schema] = {
         description="A background task has died; only a restart mends it.",
     ),
     "Ready": status("ready", "The first load is done."),
-    "NotReady": status("starting", "The first load is not done yet."),
+    "NotReady": {
+        "oneOf": [
+            status("starting", "The first load is not done yet."),
+            closed(
+                {"status": {"const": "catching up"}, "lag": {"type": ["integer", "null"]}},
+                description="Loaded, and fed by JetStream: more events wait than READY_LAG (null: no position yet).",
+            ),
+        ]
+    },
     "EventsAnswer": closed({"keys": count("Keys of this bucket and prefix it named.")}, description="An event taken."),
     "S3Event": _S3_EVENT,
     "AgeCount": closed(

@@ -15,12 +15,18 @@ HIDDEN = "***"
 _SECRET_PARAMS = frozenset({"password", "passfile", "sslpassword"})
 
 
+#: Schemes whose URLs may hold a token alone where a user name would be.
+_TOKEN_SCHEMES = ("nats", "tls")
+
+
 def url_secrets(url: str) -> set[str]:
     """The secrets ``url`` holds, in every form they may be printed in."""
     parts = urlsplit(url)
     found = set()
     if parts.password:
         found |= {parts.password, unquote(parts.password)}
+    elif parts.username and parts.scheme in _TOKEN_SCHEMES:  # nats://token@host: the name is the token
+        found |= {parts.username, unquote(parts.username)}
     for raw in parts.query.split("&"):
         name, _, value = raw.partition("=")
         if unquote(name).lower() in _SECRET_PARAMS and value:
@@ -39,6 +45,8 @@ def redacted_url(url: str) -> str:
     if parts.password is not None:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.partition(':')[0]}:{HIDDEN}@{host}"
+    elif parts.username and parts.scheme in _TOKEN_SCHEMES:
+        netloc = f"{HIDDEN}@{netloc.rpartition('@')[2]}"
     params = []
     for raw in parts.query.split("&") if parts.query else ():
         name = raw.partition("=")[0]

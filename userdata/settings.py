@@ -44,6 +44,10 @@ class Settings:
     max_object_size: int = MAX_OBJECT_SIZE
     log_format: str = "text"
     access_log: bool = False
+    #: S3 mode: MinIO's bucket notifications from a JetStream stream on this NATS server
+    nats_url: str | None = None
+    nats_stream: str = "userdata"
+    nats_subject: str = "minio.events"
     # Tuning, not on the command line: tests pass small values, or switch parts off.
     watch: bool = True
     watch_debounce_ms: int = 200
@@ -74,6 +78,21 @@ class Settings:
         self._check_numbers()
         if self.database_url is not None and urlsplit(self.database_url).scheme not in ("postgresql", "postgres"):
             raise SettingsError(f"database_url: not a postgresql:// URL: {redacted_url(self.database_url)!r}")
+        self._check_nats()
+
+    def _check_nats(self) -> None:
+        if self.nats_url is None:
+            return
+        if urlsplit(self.nats_url).scheme not in ("nats", "tls"):
+            raise SettingsError(f"nats_url: not a nats:// or tls:// URL: {redacted_url(self.nats_url)!r}")
+        if not self.s3_endpoint:
+            raise SettingsError(
+                "nats_url: needs --s3-endpoint (MinIO publishes the events; folder mode is one process)"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9_-]+", self.nats_stream):
+            raise SettingsError(f"nats_stream: not a stream name (letters, digits, - and _): {self.nats_stream!r}")
+        if not re.fullmatch(r"[^\s*>]+", self.nats_subject) or ".." in f".{self.nats_subject}.":
+            raise SettingsError(f"nats_subject: not a subject without wildcards: {self.nats_subject!r}")
 
     def _check_numbers(self) -> None:
         if self.max_object_size < 1:
@@ -89,7 +108,7 @@ class Settings:
             value = getattr(self, f.name)
             if f.name == "webhook_token" and value:
                 value = HIDDEN
-            elif f.name == "database_url" and value:
+            elif f.name in ("database_url", "nats_url") and value:
                 value = redacted_url(value)
             shown.append(f"{f.name}={value!r}")
         return f"Settings({', '.join(shown)})"
@@ -101,14 +120,14 @@ class Settings:
             value = getattr(self, name)
             if name == "webhook_token" and value:
                 value = HIDDEN
-            elif name == "database_url" and value:
+            elif name in ("database_url", "nats_url") and value:
                 value = redacted_url(value)
             shown.append(f"{name}={'' if value is None else value}")
         return " ".join(shown)
 
     def secrets(self) -> set[str]:
-        """What no log line may show: the database password, the webhook token."""
-        found = url_secrets(self.database_url) if self.database_url else set()
+        """What no log line may show: the database's and NATS's passwords, the webhook token."""
+        found = {secret for url in (self.database_url, self.nats_url) if url for secret in url_secrets(url)}
         return found | {self.webhook_token} if self.webhook_token else found
 
 
@@ -155,6 +174,9 @@ OPTIONS: dict[str, Any] = {
     "max_object_size": _positive_int,
     "log_format": str.lower,
     "access_log": _switch,
+    "nats_url": _text,
+    "nats_stream": _text,
+    "nats_subject": _text,
 }
 
 

@@ -19,7 +19,7 @@ from multidict import MultiMapping
 from . import bodies
 from .cache import Body, Page
 from .events import InvalidEvent, objects_from_event
-from .health import REJECTED_SHOWN, check_health, rejected_page
+from .health import REJECTED_SHOWN, catching_up, check_health, rejected_page
 from .index import Filters, birth_days
 from .keys import DATA_CACHE, INDEX, PAGE_CACHE, PIPELINE, SETTINGS, TASKS
 from .middleware import BadRequest, json_error
@@ -233,10 +233,12 @@ async def livez(request: web.Request) -> web.Response:
 
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
-    """Readiness: 503 until the first load is done; then 200, degraded or not (the index is served)."""
+    """Readiness: 503 until the first load is done (and, fed by JetStream, the stream's events
+    taken); then 200, degraded or not (the index is served)."""
     if not request.app[PIPELINE].loaded.is_set():
         return _json({"status": "starting"}, 503)
-    return _json({"status": "ready"})
+    behind = catching_up(request.app)
+    return _json({"status": "ready"}) if behind is None else _json(behind, 503)
 
 
 @routes.get("/rejected")
