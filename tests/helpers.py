@@ -239,6 +239,10 @@ class SpyStore:
         self._check()
         await self.store.write(key, data)
 
+    async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
+        self._check()
+        return await self.store.write_if(key, data, etag)
+
 
 def catalog_state(pipeline: Pipeline) -> dict[str, object]:
     """The pipeline's catalog as plain data, to compare."""

@@ -69,14 +69,14 @@ async def test_a_nats_outage_degrades_health_and_the_replica_catches_up(
 
     async def degraded() -> bool:
         body = await service.get("/health", status=200)
-        return body["status"] == "degraded" and "NATS" in body.get("cause", "")
+        return bool(body["status"] == "degraded" and "NATS" in body.get("cause", ""))
 
     await wait_until(degraded, message="for /health to say NATS is unreachable")
     assert await service.user_ids() == []  # still served
     nats_server.start()
 
     async def ok() -> bool:
-        return (await service.get("/health"))["status"] == "ok"
+        return bool((await service.get("/health"))["status"] == "ok")
 
     await wait_until(ok, timeout=15, message="for /health to recover with NATS")
     s3.put_user("7", "Eve")

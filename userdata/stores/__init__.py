@@ -8,6 +8,7 @@ value costs nothing per image.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Collection, Hashable
 from typing import Protocol, TypeVar
 
@@ -16,9 +17,11 @@ __all__ = (
     "PRESENT",
     "Listing",
     "ObjectError",
+    "PreconditionFailed",
     "Store",
     "StoreUnavailable",
     "Version",
+    "content_etag",
     "too_large",
 )
 
@@ -39,6 +42,25 @@ class StoreUnavailable(ConnectionError):
 
 class ObjectError(Exception):
     """One object exists but cannot be read (permissions, say); the store itself works."""
+
+
+class PreconditionFailed(Exception):
+    """A conditional write found the object changed (or gone) since the ETag it was given, and
+    left it as it was: someone else wrote it (a writer deposed meanwhile, or the one that deposed us)."""
+
+    def __init__(self, key: str, etag: str) -> None:
+        super().__init__(f"{key} changed since ETag {etag}")
+        self.key = key
+        self.etag = etag
+
+
+def content_etag(data: bytes) -> str:
+    """The ETag S3 gives an object of one PUT, quoted MD5 of its bytes; the folder store's too.
+
+    >>> content_etag(b"")
+    '"d41d8cd98f00b204e9800998ecf8427e"'
+    """
+    return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
 
 def too_large(size: int, limit: int) -> ObjectError:
@@ -93,6 +115,16 @@ class Store(Protocol):
 
     async def write(self, key: str, data: bytes) -> None:
         """Replace one object (any key in the bucket) whole: readers see the old or the new."""
+        ...
+
+    async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
+        """:meth:`write`, only if the object is still the one ``etag`` names (None: unconditionally);
+        returns the ETag of what it holds now, to pass to the next call.
+
+        Raises PreconditionFailed, the object left alone, when it changed since ``etag`` or is gone,
+        unless it holds exactly ``data`` already (an earlier try of this very write landed, its
+        answer lost): then that ETag is returned and nothing written.
+        """
         ...
 
     async def remove_leftovers(self, key: str) -> int:

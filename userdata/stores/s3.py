@@ -18,7 +18,7 @@ from typing import TypeVar
 from urllib.parse import unquote_plus
 
 from ..names import bad_name, rejected_name
-from . import MAX_OBJECT_SIZE, PRESENT, Listing, ObjectError, StoreUnavailable, Version, too_large
+from . import MAX_OBJECT_SIZE, PRESENT, Listing, ObjectError, PreconditionFailed, StoreUnavailable, Version, too_large
 from .s3_http import Answer, S3Client, TooLarge
 from .sigv4 import Credentials, quote_key
 
@@ -165,17 +165,37 @@ class S3Store:
         return None if found is None else found[1]
 
     async def write(self, key: str, data: bytes) -> None:
+        await self._put(key, data, None)
+
+    async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
+        # The server checks If-Match as it commits the PUT (412 from SeaweedFS 4.48 and MinIO; a
+        # test races writers on SeaweedFS): no HEAD before, so no window between check and write.
+        try:
+            return await self._put(key, data, etag)
+        except PreconditionFailed:
+            ours = await asyncio.to_thread(_md5_etag, data)  # what a PUT of these bytes is given
+            async with self._requests:  # a PUT tried again, whose first try landed, meets its own
+                if await self._head(key) == ours:
+                    return ours
+            raise
+
+    async def _put(self, key: str, data: bytes, etag: str | None) -> str:
         digest = _sha256(data) if len(data) < 1 << 20 else await asyncio.to_thread(_sha256, data)
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
+        condition = None if etag is None else {"If-Match": etag}
         try:
             # In turn with reads, as every request: one outside the bound would wait for a free
             # connection behind a scan's reads, which take each one back as it comes.
             async with self._requests:
-                await self._client.request(
-                    "PUT", self._path(key), body=data, payload_sha256=digest, content_type=content_type
-                )
+                headers, _ = await self._client.request(
+                    "PUT", self._path(key), body=data, payload_sha256=digest, content_type=content_type,
+                    extra_headers=condition,
+                )  # fmt: skip
         except Answer as e:
+            if etag is not None and (e.status == 412 or e.code == "NoSuchKey"):  # changed, or gone
+                raise PreconditionFailed(key, etag) from e
             raise StoreUnavailable(f"cannot write {key}: {e}") from e
+        return headers.get("ETag", "")
 
     async def create_bucket(self) -> None:
         """Create the bucket (demo data and benchmarks only: the service never creates one)."""
@@ -242,6 +262,10 @@ def _object_error(error: Answer, key: str) -> ObjectError | None:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def _md5_etag(data: bytes) -> str:
+    return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'  # stores.content_etag
 
 
 def _objects(page: str) -> Iterator[tuple[str, str]]:

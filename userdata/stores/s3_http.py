@@ -104,10 +104,12 @@ class S3Client:
         payload_sha256: str = EMPTY_SHA256,
         content_type: str | None = None,
         limit: int | None = None,
+        extra_headers: Mapping[str, str] | None = None,
     ) -> tuple[Mapping[str, str], bytes]:
         """(headers, body) of a 2xx answer; raises Answer for another answer, and
         StoreUnavailable when the server cannot be reached, after ``max_attempts`` tries.
-        A 2xx body longer than ``limit`` raises TooLarge, read no further than that."""
+        A 2xx body longer than ``limit`` raises TooLarge, read no further than that.
+        ``extra_headers`` (``If-Match``, say) are sent unsigned, as SigV4 allows."""
         assert self._session is not None, "open() first"
         if self._signer is None:
             await self._find_credentials()
@@ -121,6 +123,7 @@ class S3Client:
             headers = self._signer.headers(method, path, query, payload_sha256)
             if content_type is not None:
                 headers["Content-Type"] = content_type
+            headers.update(extra_headers or {})
             try:
                 async with self._session.request(method, url, headers=headers, data=body or None) as response:
                     status = response.status
