@@ -83,7 +83,7 @@ lint: $(LINT_STAMP)
 readme: install  ## README.md's sample answers, from the demo data served with a pinned clock
 	$(BIN)/python tests/readme_samples.py
 
-screenshot: install browser  ## docs/dashboard.png, README.md's picture of the dashboard, from the demo data served
+screenshot: install debs  ## docs/dashboard.png, README.md's picture of the dashboard, from the demo data served
 	$(BIN)/python tests/screenshot.py
 
 BENCH_ARGS ?=

@@ -24,7 +24,7 @@ from pgserver import free_port
 
 from userdata.election import Election, NotWriter
 
-LEASE = 1.0
+LEASE = 2.0
 POLL = 0.1
 #: Seconds a takeover may take beyond lease + poll: the new writer's round trips, a loaded machine.
 MARGIN = 1.5

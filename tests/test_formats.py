@@ -132,15 +132,21 @@ async def test_a_small_answer_goes_uncompressed(users: Service, raw):
     assert body == b"[]" and "Content-Encoding" not in headers
 
 
-async def test_identical_concurrent_answers_share_one_build(users: Service, raw, monkeypatch):
-    selections = []
-    select = users.index.select
+def _calls(monkeypatch: pytest.MonkeyPatch, target: object, name: str) -> list[tuple[Any, ...]]:
+    """The arguments of every call of ``target.name`` from now on (it still does its work)."""
+    calls: list[tuple[Any, ...]] = []
+    method = getattr(target, name)
 
     def counted(*args: Any) -> Any:
-        selections.append(args)
-        return select(*args)
+        calls.append(args)
+        return method(*args)
 
-    monkeypatch.setattr(users.index, "select", counted)
+    monkeypatch.setattr(target, name, counted)
+    return calls
+
+
+async def test_identical_concurrent_answers_share_one_build(users: Service, raw, monkeypatch):
+    selections = _calls(monkeypatch, users.index, "select")
     answers = await asyncio.gather(*(raw("/data", **{"Accept-Encoding": "gzip"}) for _ in range(8)))
     assert len({body for _, _, body in answers}) == 1 and len(selections) == 1
     # Another encoding or format is another body, built once too.
@@ -149,14 +155,7 @@ async def test_identical_concurrent_answers_share_one_build(users: Service, raw,
 
 
 async def test_a_repeated_page_is_built_once_and_follows_every_change(users: Service, source_dir: Path, monkeypatch):
-    pages = []
-    page = users.index.page
-
-    def counted(*args: Any) -> Any:
-        pages.append(args)
-        return page(*args)
-
-    monkeypatch.setattr(users.index, "page", counted)
+    pages = _calls(monkeypatch, users.index, "page")
     first = [await users.client.get("/data?limit=3&after=1") for _ in range(3)]
     assert len(pages) == 1 and {r.headers["Link"] for r in first} == {'</data?limit=3&after=1000>; rel="next"'}
     assert [u["user_id"] for u in await first[0].json()] == ["10", "100", "1000"]

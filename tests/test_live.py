@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import re
 import signal
 import time
@@ -142,8 +141,6 @@ async def test_a_burst_of_changes_gives_a_few_events_the_last_one_final(service:
     elapsed = time.monotonic() - started
     burst = events.received[1:]
     assert len(burst) <= elapsed / 0.25 + 2 and len(burst) < 10, [s["users"] for _, s in burst]
-    gaps = [b[0] - a[0] for a, b in itertools.pairwise(burst)]
-    assert all(gap > 0.2 for gap in gaps), gaps  # one every 250 ms at most
     assert last["version"] == service.index.version  # nothing newer is left unsent
     assert [s["users"] for _, s in burst] == sorted(s["users"] for _, s in burst)
 

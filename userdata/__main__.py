@@ -46,6 +46,7 @@ _HELP = {
     "nats_url": "S3 mode: NATS server whose JetStream stream holds MinIO's bucket notifications",
     "nats_stream": "the JetStream stream, made when missing (default userdata)",
     "nats_subject": "the subject MinIO publishes to (default minio.events)",
+    "read_only": "on: never write output.csv nor the database (no --database-url: all replicas but one; default off)",
 }
 _SERVE_ONLY = (
     "host",
@@ -56,6 +57,7 @@ _SERVE_ONLY = (
     "nats_url",
     "nats_stream",
     "nats_subject",
+    "read_only",
 )
 _EXAMPLES = """\
 examples:

@@ -21,6 +21,7 @@ from .docs import routes as docs_routes
 from .index import UserIndex
 from .keys import (
     DATA_CACHE,
+    ELECTION,
     EVENTS,
     INDEX,
     METRICS,
@@ -42,6 +43,7 @@ from .pipeline import Pipeline
 from .settings import Settings
 from .sinks.output_csv import OutputWriter
 from .sinks.postgres import PostgresMirror
+from .sinks.write_gate import NEVER, WriteGate
 from .stores import Store
 from .stores.folder import FolderStore
 from .stores.s3 import S3Store
@@ -52,6 +54,8 @@ __all__ = ("create_app",)
 
 #: Seconds the last write of output.csv may take when the service stops.
 FLUSH_TIMEOUT = 5.0
+#: Seconds a writer that stops talking to the database stays the writer at most.
+ELECTION_LEASE = 3.0
 
 logger = logging.getLogger("userdata.app")
 
@@ -68,7 +72,9 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[METRICS] = metrics
     app[STORE] = create_store(settings) if store is None else store
     app[DATA_CACHE], app[PAGE_CACHE] = ResponseCache(), ResponseCache()
-    app.cleanup_ctx.extend([_store_ctx, _output_ctx, _mirror_ctx, _pipeline_ctx, _rescan_ctx, metrics_ctx])
+    app.cleanup_ctx.extend(
+        [_store_ctx, _election_ctx, _output_ctx, _mirror_ctx, _pipeline_ctx, _rescan_ctx, metrics_ctx]
+    )
     app.router.add_routes(routes)
     app.router.add_routes(metrics_routes)
     app.router.add_routes(docs_routes)
@@ -83,6 +89,17 @@ def create_store(settings: Settings) -> Store:
         return S3Store(settings.s3_endpoint, settings.bucket, settings.prefix, max_object_size=settings.max_object_size)
     assert settings.data_dir is not None
     return FolderStore(settings.data_dir, settings.bucket, settings.prefix, max_object_size=settings.max_object_size)
+
+
+def gate_output(output: OutputWriter, app: web.Application) -> None:
+    """A --read-only replica never writes output.csv; with an election, only the writer does,
+    conditionally on the ETag it last wrote, and rewrites everything on each win."""
+    if app[SETTINGS].read_only:
+        output.gate = WriteGate(output.store, NEVER)
+    elif ELECTION in app:
+        election = app[ELECTION]
+        output.gate = WriteGate(output.store, lambda: election.is_writer, conditional=True)
+        election.on_change.append(lambda writer: output.rewrite() if writer else None)
 
 
 def follow_catalog(output: OutputWriter, pipeline: Pipeline, settings: Settings) -> None:
@@ -120,6 +137,21 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await store.close()
 
 
+async def _election_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    if not settings.database_url or settings.read_only:
+        yield
+        return
+    from .election import Election  # asyncpg only where it is used
+    from .sinks.postgres_table import init_connection
+
+    # The mirror writes on its session: it is set up for the mirror's statements.
+    election = app[ELECTION] = Election(settings.database_url, lease=ELECTION_LEASE, init=init_connection)
+    election.start()
+    yield  # closed after the output and the mirror: their last writes are the writer's
+    await election.close()
+
+
 async def _output_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     index = app[INDEX] = UserIndex()
@@ -131,6 +163,7 @@ async def _output_ctx(app: web.Application) -> AsyncIterator[None]:
         max_delay=settings.output_max_delay,
         retry_delays=settings.retry_delays,
     )
+    gate_output(output, app)
     yield  # _pipeline_ctx starts it, and stops it
     if app[PIPELINE].loaded.is_set():  # before the first load, the index is not the source's
         try:
@@ -143,12 +176,17 @@ async def _output_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _mirror_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    if not settings.database_url:
+    if not settings.database_url or settings.read_only:
         yield
         return
-    mirror = app[MIRROR] = PostgresMirror(
-        settings.database_url, app[INDEX], retry_delays=settings.retry_delays, lag_limit=settings.mirror_lag_limit
-    )
+    options: dict[str, Any] = {"retry_delays": settings.retry_delays, "lag_limit": settings.mirror_lag_limit}
+    if ELECTION in app:
+        from .sinks.elected_mirror import ElectedMirror
+
+        mirror: PostgresMirror = ElectedMirror(app[ELECTION], settings.database_url, app[INDEX], **options)
+    else:
+        mirror = PostgresMirror(settings.database_url, app[INDEX], **options)
+    app[MIRROR] = mirror
     yield  # _pipeline_ctx feeds it and starts it
     await mirror.close(grace=2.0)  # writes what it can in that time; never waits for a database that is down
 
@@ -185,7 +223,8 @@ async def _pipeline_ctx(app: web.Application) -> AsyncIterator[None]:
         await _stop(watch_task, grace=2.0)
     if events_task is not None:
         await app[EVENTS].close()  # run() returns
-        await _stop(events_task, grace=2.0)
+        # Waiting for the first load, it has nothing to finish.
+        await _stop(events_task, grace=2.0 if pipeline.loaded.is_set() else 0.0)
     await _stop(pipeline_task)
     await _stop(output_task)  # _output_ctx flushes what is left
 

@@ -141,6 +141,11 @@ class Election:
         conn = self._conn
         return self._holding and conn is not None and not conn.is_closed() and _now() < self._valid_until
 
+    @property
+    def connected(self) -> bool:
+        """Whether it has a session to the database (a reader with one is told who holds the lock)."""
+        return self._conn is not None
+
     def problem(self) -> str | None:
         """Why /health should call the election degraded, None when the database can be used."""
         return None if self.error is None else f"writer election: database unreachable: {self.error}"

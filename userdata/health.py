@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from .keys import CHANGES, EVENTS, INDEX, MIRROR, OUTPUT, PIPELINE, STORE, WATCHER, Part
+from .keys import CHANGES, ELECTION, EVENTS, INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER, Part
 from .live import utc_text
 
 __all__ = ("READY_LAG", "REJECTED_SHOWN", "catching_up", "check_health", "health_status", "rejected_page")
@@ -24,6 +24,7 @@ def health_status(app: web.Application) -> tuple[str, str | None]:
     """The status of /health (``starting``, ``ok`` or ``degraded``) and every cause (None if none):
     a few attributes of each part, cheap enough to ask often (GET /updates does)."""
     parts: list[Part | None] = [app[PIPELINE], app[OUTPUT], app.get(WATCHER), app.get(MIRROR), app.get(EVENTS)]
+    parts.append(app.get(ELECTION))
     cause = "; ".join(problem for part in parts if part is not None and (problem := part.problem()) is not None)
     if cause:
         return "degraded", cause
@@ -47,6 +48,10 @@ def check_health(app: web.Application) -> tuple[int, dict[str, Any]]:
     body["rejected"] = [{"key": k, "reason": rejected[k]} for k in heapq.nsmallest(REJECTED_SHOWN, rejected)]
     body["rejected_count"] = len(rejected)
     body["store"] = app[STORE].describe()
+    if ELECTION in app:
+        body |= app[ELECTION].summary()  # role (writer or reader) and epoch
+    elif app[SETTINGS].read_only:
+        body["role"] = "reader"
     if mirror is not None:
         body["mirror"] = mirror.summary()
     if EVENTS in app:
@@ -55,11 +60,14 @@ def check_health(app: web.Application) -> tuple[int, dict[str, Any]]:
 
 
 def catching_up(app: web.Application) -> dict[str, Any] | None:
-    """Why a replica fed by JetStream is not ready yet although loaded: it has no position in the
-    stream, or more than READY_LAG events wait; None when it is caught up (or has no stream)."""
+    """Why a replica fed by JetStream is not ready yet although loaded: connected to NATS, it has
+    no position in the stream yet or more than READY_LAG events wait; None when it is caught up,
+    has no stream, or cannot reach NATS (an outage must not take every replica out of service)."""
     if EVENTS not in app:
         return None
     summary = app[EVENTS].summary()
+    if not summary.get("connected"):
+        return None  # NATS is down: /health is degraded, the index served, the rescan covers
     lag = summary.get("lag")
     return None if lag is not None and lag <= READY_LAG else {"status": "catching up", "lag": lag}
 

@@ -8,10 +8,8 @@ keys for the pipeline to read again: duplicates and reordering are harmless. Whe
 have been lost (NATS unreachable at start, the position aged out of the stream, the stream made
 anew), it asks for an incremental rescan and consumes from what the stream holds.
 
-Each consumer is an ephemeral pull consumer of the replica's own (no acks, state in memory,
-removed by the server when idle), made anew from the last sequence consumed after any failure;
-the connection is the part's own too: it does not reconnect by itself, the part does, with the
-project's backoff, and ``/health`` is degraded meanwhile.
+Consumers are ephemeral pull consumers of the replica's own (no acks), made anew from the last
+sequence taken after any failure; the part reconnects itself with backoff, degraded meanwhile.
 """
 
 from __future__ import annotations
@@ -43,17 +41,14 @@ logger = logging.getLogger("userdata.jetstream")
 
 #: Seconds a stream made by the service keeps an event: a replica down for longer rescans.
 DEFAULT_MAX_AGE = 24 * 3600.0
-#: Seconds between looks at the stream's last sequence while consuming (for the lag).
-_INFO_EVERY = 1.0
-#: Seconds an idle ephemeral consumer is kept by the server once its replica went away.
-_INACTIVE = 60.0
+_INFO_EVERY = 1.0  # seconds between looks at the stream and the consumer while consuming (the lag)
+_INACTIVE = 60.0  # seconds the server keeps an idle consumer once its replica went away
 
 
 class JetStreamEvents:
     """Takes MinIO's events for ``bucket``/``prefix`` from ``subject`` in stream ``stream``.
 
-    Call :meth:`start_position` before the first load, :meth:`run` (as a task) once it is
-    done, :meth:`close` at the end.
+    :meth:`start_position` before the first load, :meth:`run` (a task) after it, :meth:`close`.
 
     :param url: the NATS server, ``nats://host:4222`` (user and password in it are never shown)
     :param stream: the stream; made when missing (limits retention, ``max_age``), else used as it is
@@ -100,6 +95,7 @@ class JetStreamEvents:
         self._nc: Client | None = None
         self._cause: Exception | None = None  # the connection's last error, more telling than its end
         self._info_at = 0.0
+        self._pending: int | None = None  # the consumer's count of events still to deliver
         self._closed = False
         self._stop = asyncio.Event()
 
@@ -109,13 +105,15 @@ class JetStreamEvents:
 
     def summary(self) -> dict[str, Any]:
         """Its state for /health: where it is in the stream and how far behind."""
-        position, last = self.position, self.stream_last
+        position, last, lag = self.position, self.stream_last, self._pending
+        if lag is None and position is not None and last is not None:
+            lag = last - position  # until the consumer counts the events of the subject still to take
         return {
             "stream": self.stream,
             "subject": self.subject,
             "position": position,
             "stream_last": last,
-            "lag": None if position is None or last is None else max(0, last - position),
+            "lag": lag,
             "connected": self._nc is not None and self._nc.is_connected,
         }
 
@@ -201,6 +199,7 @@ class JetStreamEvents:
             )
             self.position = start - 1
             self.rescan()
+        self._pending = info.num_pending
         return await js.pull_subscribe_bind(info.name, self.stream)
 
     async def _consume(self, js: JetStreamContext, sub: JetStreamContext.PullSubscription) -> None:
@@ -208,9 +207,11 @@ class JetStreamEvents:
             if time.monotonic() - self._info_at >= _INFO_EVERY:
                 await self._last_seq(js)
                 try:
-                    await sub.consumer_info()
+                    self._pending = (await sub.consumer_info()).num_pending
                 except NotFoundError:  # the server dropped it (idle too long): made again
                     logger.warning("the consumer of stream %s is gone: making it again", self.stream)
+                    with suppress(Exception):  # its subscription would stay on the connection
+                        await sub.unsubscribe()
                     return
             try:
                 messages = await sub.fetch(self.batch, timeout=self.fetch_timeout)
@@ -226,6 +227,7 @@ class JetStreamEvents:
             self.submit(objects)
         last = messages[-1].metadata.sequence.stream
         self.position = last
+        self._pending = messages[-1].metadata.num_pending
         self.stream_last = max(self.stream_last or 0, last)
 
     def _failed(self, error: Exception) -> float:

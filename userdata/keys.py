@@ -20,11 +20,13 @@ from .sinks.output_csv import OutputWriter
 from .stores import Store
 
 if TYPE_CHECKING:  # it uses these keys
+    from .election import Election
     from .metrics import Metrics
 
 __all__ = (
     "CHANGES",
     "DATA_CACHE",
+    "ELECTION",
     "EVENTS",
     "PAGE_CACHE",
     "INDEX",
@@ -82,6 +84,8 @@ OUTPUT = web.AppKey("output", OutputWriter)
 WATCHER = web.AppKey("watcher", Part)  # only set while a folder is watched
 MIRROR = web.AppKey("mirror", Mirror)  # only set with a database URL
 EVENTS = web.AppKey("events", Events)  # only set with a NATS URL
+#: the writer election: only set by serve with a database URL (and not --read-only); typed for mypy only
+ELECTION: web.AppKey[Election] = web.AppKey("election")
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics")  # typed for mypy only: the module imports this one
 #: the background tasks the app runs (pipeline, output, watcher): /livez fails if one has died
 TASKS = web.AppKey("tasks", list[asyncio.Task[None]])

@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
 from .index import Diff
-from .keys import INDEX, METRICS, MIRROR, OUTPUT, PIPELINE, WATCHER, Part
+from .keys import EVENTS, INDEX, METRICS, MIRROR, OUTPUT, PIPELINE, WATCHER, Part
 from .pipeline import Pipeline
 from .reports import Meter
 
@@ -215,11 +215,14 @@ class _State:
         yield _gauge(
             "userdata_output_csv_dirty", "1 while the index has changes output.csv lacks, else 0", output.dirty
         )
+        # Always the family (without a sample before the first write): /metrics?name[]=... finds
+        # only the families a collector described when it was registered.
+        age = GaugeMetricFamily(
+            "userdata_output_csv_age_seconds", "Seconds since output.csv was written or found current"
+        )
         if output.written_at is not None:
-            age = time.monotonic() - output.written_at
-            yield _gauge(
-                "userdata_output_csv_age_seconds", "Seconds since output.csv was written or found current", age
-            )
+            age.add_metric((), time.monotonic() - output.written_at)
+        yield age
         if mirror is not None:
             summary = mirror.summary()
             yield _gauge(
@@ -227,7 +230,11 @@ class _State:
             )
             yield _gauge("userdata_mirror_backlog", "Users with a change not yet in the database", summary["pending"])
         yield self._degraded(
-            ("pipeline", pipeline), ("output", output), ("watcher", app.get(WATCHER)), ("mirror", mirror)
+            ("pipeline", pipeline),
+            ("output", output),
+            ("watcher", app.get(WATCHER)),
+            ("mirror", mirror),
+            ("events", app.get(EVENTS)),
         )
 
     @staticmethod

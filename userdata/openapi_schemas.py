@@ -178,6 +178,14 @@ SCHEMAS: dict[str, Schema] = {
             "rejected_count": count("Rejected files in all."),
             "store": string("Where the source objects are read from."),
             "mirror": ref("Mirror"),
+            "role": {
+                "enum": ["writer", "reader"],
+                "description": "With a database: whether this replica writes; reader too with --read-only.",
+            },
+            "epoch": {
+                "type": ["integer", "null"],
+                "description": "With a database: the fencing counter's value of this writer's term; null on a reader.",
+            },
             "events": loose(
                 {"stream": {"type": "string"}, "lag": {"type": ["integer", "null"]}},
                 description="The JetStream feed, with --nats-url: stream, subject, position, stream_last, lag.",

@@ -48,6 +48,8 @@ class Settings:
     nats_url: str | None = None
     nats_stream: str = "userdata"
     nats_subject: str = "minio.events"
+    #: never write output.csv, its hint or the database (replicas without --database-url but one)
+    read_only: bool = False
     # Tuning, not on the command line: tests pass small values, or switch parts off.
     watch: bool = True
     watch_debounce_ms: int = 200
@@ -177,6 +179,7 @@ OPTIONS: dict[str, Any] = {
     "nats_url": _text,
     "nats_stream": _text,
     "nats_subject": _text,
+    "read_only": _switch,
 }
 
 

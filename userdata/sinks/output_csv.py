@@ -6,7 +6,6 @@ With it, the catalog's hint (:mod:`.catalog_hint`), from the same rendering.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
 import logging
@@ -20,10 +19,11 @@ from ..catalog import Catalog, Hint
 from ..index import Diff, UserIndex
 from ..records import RULES, InvalidRecord, UserRecord
 from ..reports import Restored
-from ..stores import MAX_OBJECT_SIZE, ObjectError, Store, StoreUnavailable
+from ..stores import MAX_OBJECT_SIZE, ObjectError, PreconditionFailed, Store, StoreUnavailable
 from . import catalog_hint
 from .snapshot import HEADER, digest, encode, render, rows_of
 from .spool import Spool
+from .write_gate import NotWriting, WriteGate
 
 __all__ = ("HEADER", "OutputWriter", "Restored", "parse_output", "render_output")
 
@@ -88,6 +88,7 @@ class OutputWriter:
         retry_delays: tuple[float, ...] = DEFAULT_DELAYS,
     ) -> None:
         self.store = store
+        self.gate = WriteGate(store)  # whether and how it writes: a reader, or --read-only, does not
         self.index = index
         self.key = key
         self.hint_key = catalog_hint.hint_key(key)
@@ -134,6 +135,13 @@ class OutputWriter:
         """A pipeline listener: the index changed."""
         self._changed.set()
 
+    def rewrite(self) -> None:
+        """Write on the next round, unconditionally, even the same bytes: the store's may be anyone's."""
+        self.gate.forget()
+        self._digest = self._hint_digest = None
+        self._written_version = -1
+        self._changed.set()
+
     def problem(self) -> str | None:
         """Why the last write failed, for /health to show as the cause; None after a good one."""
         return self.error
@@ -145,9 +153,7 @@ class OutputWriter:
 
     async def restore(self) -> Restored:
         """The records of the existing output.csv, each user's last good one, and its hint."""
-        for key in (self.key, self.hint_key):
-            with contextlib.suppress(OSError):
-                await self.store.remove_leftovers(key)
+        await self.gate.tidy(self.key, self.hint_key)
         try:
             data = await self.store.read(self.key)
         except ObjectError as e:
@@ -207,8 +213,9 @@ class OutputWriter:
             await asyncio.wait([self._writing])  # one a cancelled write left running
         version = self.index.version
         hinting = self._loaded is not None and self._loaded.is_set()
-        if version == self._written_version and (self._hint_digest is not None or not hinting):
-            return None
+        written = version == self._written_version and (self._hint_digest is not None or not hinting)
+        if written or not self.gate.may_write():
+            return None  # nothing new, or not the writer: stays dirty, all rendered again on a win
         try:
             snapshot = await render(self.index, self._catalog if hinting else None, self._where)
         except OSError as e:
@@ -227,6 +234,8 @@ class OutputWriter:
                 self._hint_digest = snapshot.hint_digest
                 self.hint_writes += 1
             await asyncio.to_thread(snapshot.close)  # what was not written: freeing it may take a while
+        except NotWriting:
+            return None  # not the writer: stays dirty, and the next writer writes all
         finally:
             # Closed by now, unless this was cancelled (the service stopping) while the thread
             # to close it still waited for one: its work is then dropped, so close it here.
@@ -244,10 +253,12 @@ class OutputWriter:
             return self._failed(f"cannot render {key}: {e}")
         # Shielded, and kept: cancelled (the service stopping), a write in a thread still lands;
         # the next write waits for it, so an older one can never replace a newer one.
-        self._writing = asyncio.ensure_future(self.store.write(key, data))
+        self._writing = asyncio.ensure_future(self.gate.write(key, data))
         try:
             await asyncio.shield(self._writing)
-        except (OSError, StoreUnavailable) as e:
+        except (OSError, StoreUnavailable, PreconditionFailed) as e:
+            if isinstance(e, PreconditionFailed):  # another replica wrote it: next time unconditional
+                self.rewrite()
             return self._failed(f"cannot write {key}: {e}")
         logger.info("wrote %s: %d bytes", key, len(data))
         return None

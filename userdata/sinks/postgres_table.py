@@ -21,6 +21,7 @@ __all__ = (
     "DatabaseUnavailable",
     "Row",
     "build_rows",
+    "init_connection",
     "open_pool",
     "pg_microseconds",
     "replace_all",
@@ -67,7 +68,8 @@ async def _build_rows_off_loop(records: Sequence[UserRecord]) -> list[Row]:
     return await asyncio.to_thread(build_rows, records)
 
 
-async def _init_connection(con: asyncpg.Connection) -> None:
+async def init_connection(con: asyncpg.Connection) -> None:
+    """Set up a new connection for the mirror's statements (the pool's, or the election's session)."""
     # Birthdates go over the wire as PostgreSQL's own integer: exact for every birthts, no datetime
     # built per row, and no surprise from asyncpg's datetime codec, which sends 0001-01-01T00:00Z
     # (datetime.min) as -infinity.
@@ -107,7 +109,7 @@ async def open_pool(database_url: str, *, connect_timeout: float, command_timeou
             timeout=connect_timeout,
             command_timeout=command_timeout,
             server_settings={"application_name": "userdata"},
-            init=_init_connection,
+            init=init_connection,
         )
     except DB_ERRORS as e:
         raise _unavailable(e) from e

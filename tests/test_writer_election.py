@@ -1,0 +1,187 @@
+"""One writer among replicas (issue 17): in-process apps on one throwaway PostgreSQL and one bucket.
+
+With a database the replicas elect the writer; only it writes output.csv (conditional PUTs) and
+the table, and another takes over when it stops. Without one, --read-only keeps a replica from
+writing anything.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from helpers import S3Bucket, Service, SpyStore, fast_settings, wait_until
+
+from userdata.app import create_store
+from userdata.keys import ELECTION
+
+Start = Callable[..., Awaitable[Service]]
+#: Seconds a takeover may take: the lease (3 s) and a poll, with room for a slow machine.
+FAILOVER = 8.0
+OUTPUT = "processed_data/output.csv"
+
+
+class CountingStore(SpyStore):
+    """Counts the writes of each key that reach the store."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.written: list[str] = []
+
+    async def write(self, key: str, data: bytes) -> None:
+        await super().write(key, data)
+        self.written.append(key)
+
+    async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
+        found = await super().write_if(key, data, etag)
+        self.written.append(key)
+        return found
+
+
+def output_ids(data: bytes | None) -> list[str]:
+    return [] if data is None else [row[0] for row in csv.reader(io.StringIO(data.decode(), newline=""))][1:]
+
+
+async def table_ids(url: str) -> list[str]:
+    con = await asyncpg.connect(url, timeout=10)
+    try:
+        if await con.fetchval("SELECT to_regclass('users')") is None:
+            return []
+        return [r["user_id"] for r in await con.fetch("SELECT user_id FROM users ORDER BY user_id")]
+    finally:
+        await con.close()
+
+
+async def sessions(url: str) -> dict[str, int]:
+    """The service's connections to the database, by application name."""
+    con = await asyncpg.connect(url, timeout=10)
+    try:
+        found = await con.fetch(
+            "SELECT application_name AS name, count(*) AS n FROM pg_stat_activity"
+            " WHERE application_name LIKE 'userdata%' GROUP BY 1"
+        )
+    finally:
+        await con.close()
+    return {r["name"]: r["n"] for r in found}
+
+
+async def start_replicas(start_service: Start, s3: S3Bucket, url: str, n: int) -> list[tuple[Service, CountingStore]]:
+    replicas = []
+    for _ in range(n):
+        settings = s3.settings(database_url=url)
+        store = CountingStore(create_store(settings))
+        replicas.append((await start_service(settings, store=store), store))
+    return replicas
+
+
+async def roles(services: list[Service]) -> list[str]:
+    return [(await service.get("/health")).get("role", "?") for service in services]
+
+
+async def the_writer(services: list[Service]) -> Service:
+    """The one replica of ``services`` that /health calls the writer, once exactly one does."""
+
+    async def one() -> bool:
+        found = await roles(services)
+        return found.count("writer") == 1 and found.count("reader") == len(services) - 1
+
+    await wait_until(one, timeout=FAILOVER, message="for exactly one writer")
+    return next(s for s, role in zip(services, await roles(services), strict=True) if role == "writer")
+
+
+async def test_only_the_elected_writer_writes_and_another_takes_over_when_it_stops(
+    start_service: Start, s3: S3Bucket, throwaway_url: str
+) -> None:
+    s3.put_user("1", "Ann")
+    s3.put_user("2", "Bob")
+    replicas = await start_replicas(start_service, s3, throwaway_url, 3)
+    services = [service for service, _ in replicas]
+    writer = await the_writer(services)
+    await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1", "2"], message="for output.csv")
+    await wait_until(lambda: table_ids(throwaway_url), message="for the table")
+    assert await table_ids(throwaway_url) == ["1", "2"]
+    for service, store in replicas:
+        health = await service.get("/health")
+        assert health["status"] == "ok", health
+        if service is writer:
+            assert health["role"] == "writer" and health["epoch"] >= 1, health
+            assert OUTPUT in store.written and service.output.writes >= 1
+        else:
+            assert health["role"] == "reader" and health["epoch"] is None, health
+            assert store.written == [] and service.output.writes == 0, store.written
+    epoch = (await writer.get("/health"))["epoch"]
+
+    async def on_the_locks_sessions() -> bool:  # the mirror writes on them: no pool of its own
+        return await sessions(throwaway_url) == {"userdata-election": 3}
+
+    await wait_until(on_the_locks_sessions, message="for the only sessions to be the election's")
+
+    # The writer stops: another takes over, its epoch larger, and writes even the same bytes.
+    await writer.stop()
+    rest = [service for service in services if service is not writer]
+    successor = await the_writer(rest)
+    assert (await successor.get("/health"))["epoch"] > epoch
+    await wait_until(
+        lambda: successor.output.writes >= 1, timeout=FAILOVER, message="for the first write after winning"
+    )
+
+    # After a change, the new writer rewrites output.csv and the table; the other reader does not write.
+    s3.put_user("3", "Cy")
+    for service in rest:
+        await service.post("/data")
+    await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1", "2", "3"], message="for the new output.csv")
+
+    async def mirrored() -> bool:
+        return await table_ids(throwaway_url) == ["1", "2", "3"]
+
+    await wait_until(mirrored, message="for the new writer to mirror the change")
+    reader = next(service for service in rest if service is not successor)
+    assert reader.output.writes == 0
+    assert (await reader.get("/health"))["role"] == "reader"
+
+
+async def test_a_new_writer_whose_etag_is_stale_forgets_it_and_writes_again(
+    start_service: Start, s3: S3Bucket, throwaway_url: str
+) -> None:
+    s3.put_user("1", "Ann")
+    [(service, _)] = await start_replicas(start_service, s3, throwaway_url, 1)
+    await the_writer([service])
+    await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1"], message="for output.csv")
+    s3.put(OUTPUT, "someone else's\n")  # its ETag is no longer the one the writer saw
+    s3.put_user("2", "Bob")
+    await service.post("/data")
+    await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1", "2"], message="for the rewrite")
+    assert service.output.failures >= 1  # the conditional PUT failed first
+    assert service.app[ELECTION].is_writer
+
+
+async def test_a_read_only_replica_serves_changes_and_never_writes(
+    start_service: Start,
+    data_dir: Path,
+    source_dir: Path,
+    write_user: Callable[..., Path],
+    output_path: Path,
+    throwaway_url: str,
+) -> None:
+    write_user("1", "Ann")
+    output_path.parent.mkdir(parents=True)
+    output_path.write_text("user_id,first_name,last_name,birthts,img_path\n0,Old,User,0,\n")
+    settings = fast_settings(data_dir, read_only=True, database_url=throwaway_url)
+    store = CountingStore(create_store(settings))
+    service = await start_service(settings, store=store)
+    assert await service.user_ids() == ["1"]
+    write_user("2", "Bob")
+    await wait_until(lambda: "2" in service.index, message="for the change")
+    assert await service.user_ids() == ["1", "2"]
+    assert await service.output.flush()  # nothing to write, and not a failure
+    health = await service.get("/health")
+    assert health["status"] == "ok" and health["role"] == "reader", health
+    assert "mirror" not in health and ELECTION not in service.app
+    assert output_path.read_text() == "user_id,first_name,last_name,birthts,img_path\n0,Old,User,0,\n"
+    assert sorted(p.name for p in output_path.parent.iterdir()) == ["output.csv"]  # no hint, no leftovers
+    assert store.written == [] and service.output.writes == 0
+    assert await table_ids(throwaway_url) == []
