@@ -368,7 +368,8 @@ async def test_the_dashboard_is_html_css_and_a_script_from_the_package(service: 
     assert '<script type="module" src="/static/page.js"></script>' in html
     assert '<link rel="stylesheet" href="/static/page.css">' in html
     files = {}
-    for path, content_type in [("/static/page.js", "text/javascript"), ("/static/page.css", "text/css")]:
+    pages = [("/", "text/html"), ("/static/page.js", "text/javascript"), ("/static/page.css", "text/css")]
+    for path, content_type in pages:
         r = await service.client.get(path)
         assert (r.status, r.content_type, r.charset) == (200, content_type, "utf-8"), path
         assert r.headers["Cache-Control"] == "no-cache"

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 from helpers import S3Bucket, Service, SpyStore, fast_settings, wait_until
+from natsserver import NatsServer, nats_binary
 
 from userdata.app import create_store
 from userdata.keys import ELECTION
@@ -69,10 +71,21 @@ async def sessions(url: str) -> dict[str, int]:
     return {r["name"]: r["n"] for r in found}
 
 
-async def start_replicas(start_service: Start, s3: S3Bucket, url: str, n: int) -> list[tuple[Service, CountingStore]]:
+@pytest.fixture(scope="module")
+def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """Replicas are fed by JetStream: only they elect a writer."""
+    server = NatsServer(nats_binary(), tmp_path_factory.mktemp("nats"))
+    server.start()
+    yield server
+    server.stop()
+
+
+async def start_replicas(
+    start_service: Start, s3: S3Bucket, url: str, n: int, nats: NatsServer
+) -> list[tuple[Service, CountingStore]]:
     replicas = []
     for _ in range(n):
-        settings = s3.settings(database_url=url)
+        settings = s3.settings(database_url=url, nats_url=nats.url)
         store = CountingStore(create_store(settings))
         replicas.append((await start_service(settings, store=store), store))
     return replicas
@@ -94,11 +107,11 @@ async def the_writer(services: list[Service]) -> Service:
 
 
 async def test_only_the_elected_writer_writes_and_another_takes_over_when_it_stops(
-    start_service: Start, s3: S3Bucket, throwaway_url: str
+    start_service: Start, s3: S3Bucket, throwaway_url: str, nats: NatsServer
 ) -> None:
     s3.put_user("1", "Ann")
     s3.put_user("2", "Bob")
-    replicas = await start_replicas(start_service, s3, throwaway_url, 3)
+    replicas = await start_replicas(start_service, s3, throwaway_url, 3, nats)
     services = [service for service, _ in replicas]
     writer = await the_writer(services)
     await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1", "2"], message="for output.csv")
@@ -145,10 +158,10 @@ async def test_only_the_elected_writer_writes_and_another_takes_over_when_it_sto
 
 
 async def test_a_new_writer_whose_etag_is_stale_forgets_it_and_writes_again(
-    start_service: Start, s3: S3Bucket, throwaway_url: str
+    start_service: Start, s3: S3Bucket, throwaway_url: str, nats: NatsServer
 ) -> None:
     s3.put_user("1", "Ann")
-    [(service, _)] = await start_replicas(start_service, s3, throwaway_url, 1)
+    [(service, _)] = await start_replicas(start_service, s3, throwaway_url, 1, nats)
     await the_writer([service])
     await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1"], message="for output.csv")
     s3.put(OUTPUT, "someone else's\n")  # its ETag is no longer the one the writer saw
@@ -185,3 +198,15 @@ async def test_a_read_only_replica_serves_changes_and_never_writes(
     assert sorted(p.name for p in output_path.parent.iterdir()) == ["output.csv"]  # no hint, no leftovers
     assert store.written == [] and service.output.writes == 0
     assert await table_ids(throwaway_url) == []
+
+
+async def test_one_service_with_a_database_elects_nothing_and_writes_output_csv_while_it_is_down(
+    start_service: Start, data_dir: Path, source_dir: Path, output_path: Path, write_user: Callable[..., Path]
+) -> None:
+    # Only replicas (fed by JetStream) elect a writer: a database outage must never stop output.csv.
+    write_user("1", "Ann")
+    service = await start_service(fast_settings(data_dir, database_url="postgresql://u@127.0.0.1:1/none"))
+    await wait_until(output_path.exists, message="for output.csv, the database being unreachable")
+    assert output_ids(output_path.read_bytes()) == ["1"]
+    health = await service.get("/health")
+    assert "role" not in health and ELECTION not in service.app, health

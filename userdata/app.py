@@ -43,7 +43,7 @@ from .pipeline import Pipeline
 from .settings import Settings
 from .sinks.output_csv import OutputWriter
 from .sinks.postgres import PostgresMirror
-from .sinks.write_gate import NEVER, WriteGate
+from .sinks.write_gate import WriteGate
 from .stores import Store
 from .stores.folder import FolderStore
 from .stores.s3 import S3Store
@@ -95,7 +95,7 @@ def gate_output(output: OutputWriter, app: web.Application) -> None:
     """A --read-only replica never writes output.csv; with an election, only the writer does,
     conditionally on the ETag it last wrote, and rewrites everything on each win."""
     if app[SETTINGS].read_only:
-        output.gate = WriteGate(output.store, NEVER)
+        output.gate = WriteGate(output.store, read_only=True)
     elif ELECTION in app:
         election = app[ELECTION]
         output.gate = WriteGate(output.store, lambda: election.is_writer, conditional=True)
@@ -139,7 +139,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _election_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    if not settings.database_url or settings.read_only:
+    # Replicas (fed by JetStream) elect their writer; one service alone writes whatever the
+    # database does (an outage of it must never stop output.csv).
+    if not (settings.database_url and settings.nats_url) or settings.read_only:
         yield
         return
     from .election import Election  # asyncpg only where it is used

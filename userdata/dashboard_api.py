@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from . import bodies
 from .ages import age_counts
 from .health import health_status
 from .index import Filters, birth_days
@@ -34,7 +35,7 @@ routes = web.RouteTableDef()
 _CONNECTED_EVERY = 1.0
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _CSV_HEADERS = {
-    "Content-Type": "text/csv; charset=utf-8",
+    "Content-Type": bodies.content_type("csv"),  # as /data?format=csv: the same shape
     "Content-Disposition": 'attachment; filename="output.csv"',
     "Cache-Control": "no-cache",
 }

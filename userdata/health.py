@@ -11,8 +11,14 @@ from aiohttp import web
 from .keys import CHANGES, ELECTION, EVENTS, INDEX, MIRROR, OUTPUT, PIPELINE, SETTINGS, STORE, WATCHER, Part
 from .live import utc_text
 
-__all__ = ("READY_LAG", "REJECTED_SHOWN", "catching_up", "check_health", "health_status", "rejected_page")
+__all__ = ("READY_LAG", "REJECTED_SHOWN", "catching_up", "check_health", "health_status", "parts", "rejected_page")
 
+_OPTIONAL: tuple[tuple[str, web.AppKey[Any]], ...] = (  # the parts an app may run
+    ("watcher", WATCHER),
+    ("mirror", MIRROR),
+    ("events", EVENTS),
+    ("election", ELECTION),
+)
 #: Rejected files /health lists at most (the first by key); ``GET /rejected`` pages through all.
 REJECTED_SHOWN = 100
 #: Events of the stream a loaded replica may have still to take and be ready (a steady stream of
@@ -20,12 +26,17 @@ REJECTED_SHOWN = 100
 READY_LAG = 100
 
 
+def parts(app: web.Application) -> list[tuple[str, Part]]:
+    """The parts ``app`` runs that report their problems, by name (/health, /metrics)."""
+    named: dict[str, Part] = {"pipeline": app[PIPELINE], "output": app[OUTPUT]}
+    named |= {name: app[key] for name, key in _OPTIONAL if key in app}
+    return list(named.items())
+
+
 def health_status(app: web.Application) -> tuple[str, str | None]:
     """The status of /health (``starting``, ``ok`` or ``degraded``) and every cause (None if none):
     a few attributes of each part, cheap enough to ask often (GET /updates does)."""
-    parts: list[Part | None] = [app[PIPELINE], app[OUTPUT], app.get(WATCHER), app.get(MIRROR), app.get(EVENTS)]
-    parts.append(app.get(ELECTION))
-    cause = "; ".join(problem for part in parts if part is not None and (problem := part.problem()) is not None)
+    cause = "; ".join(problem for _, part in parts(app) if (problem := part.problem()) is not None)
     if cause:
         return "degraded", cause
     return ("ok" if app[PIPELINE].loaded.is_set() else "starting"), None

@@ -24,8 +24,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.metrics_core import Metric
 from prometheus_client.utils import floatToGoString
 
+from .health import parts
 from .index import Diff
-from .keys import EVENTS, INDEX, METRICS, MIRROR, OUTPUT, PIPELINE, WATCHER, Part
+from .keys import INDEX, METRICS, MIRROR, OUTPUT, PIPELINE
 from .pipeline import Pipeline
 from .reports import Meter
 
@@ -198,7 +199,7 @@ class _State:
         pipeline, output, mirror = app[PIPELINE], app[OUTPUT], app.get(MIRROR)
         yield _gauge("userdata_ready", "1 once the first load is done (as /readyz), else 0", pipeline.loaded.is_set())
         yield _gauge("userdata_users", "Users in the index", len(app[INDEX]))
-        rejected = len(pipeline.reconciler.catalog.rejected) + len(pipeline.store.bad_names)
+        rejected = len(pipeline.rejected)  # as /health counts them
         yield _gauge("userdata_rejected_files", "Source files rejected now (as /health counts them)", rejected)
         yield _gauge("userdata_pipeline_backlog", "Source objects named and not applied yet", len(pipeline.named))
         errors = CounterMetricFamily(
@@ -229,23 +230,12 @@ class _State:
                 "userdata_mirror_lag_seconds", "Seconds since the oldest change not in the database", summary["lag_s"]
             )
             yield _gauge("userdata_mirror_backlog", "Users with a change not yet in the database", summary["pending"])
-        yield self._degraded(
-            ("pipeline", pipeline),
-            ("output", output),
-            ("watcher", app.get(WATCHER)),
-            ("mirror", mirror),
-            ("events", app.get(EVENTS)),
-        )
-
-    @staticmethod
-    def _degraded(*parts: tuple[str, Part | None]) -> Metric:
-        family = GaugeMetricFamily(
+        degraded = GaugeMetricFamily(
             "userdata_degraded", "1 while a part has a problem (/health names it), else 0", labels=("part",)
         )
-        for name, part in parts:
-            if part is not None:
-                family.add_metric((name,), part.problem() is not None)
-        return family
+        for name, part in parts(app):
+            degraded.add_metric((name,), part.problem() is not None)
+        yield degraded
 
 
 def _gauge(name: str, documentation: str, value: float) -> Metric:

@@ -113,7 +113,7 @@ PATHS: dict[str, dict[str, Any]] = {
             requestBody={"required": True, "content": {"application/json": {"schema": _ref("S3Event")}}}),
     },
     "/": {"get": _op("getPage", "The dashboard: counts, filters, the age chart, the users a page at a time, live",
-                     {"200": _HTML})},
+                     _page_file("The page.", "text/html"))},
     "/static/page.css": {
         "get": _op("getPageCss", "The dashboard's style sheet", _page_file("The style sheet.", "text/css")),
     },

@@ -1,6 +1,6 @@
-"""The dashboard's own files (``GET /`` is ``page.html``, in views): ``GET /static/page.css`` and
-``GET /static/page.js``, shipped in the package (``userdata/static/``). Plain CSS and one JS module:
-no build step, nothing fetched from elsewhere, so the page works offline."""
+"""The dashboard's own files: ``GET /`` (``page.html``), ``GET /static/page.css`` and
+``GET /static/page.js``, shipped in the package (``userdata/static/``). Plain HTML, CSS and one JS
+module: no build step, nothing fetched from elsewhere, so the page works offline."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ __all__ = ("FILES", "routes")
 
 #: path -> (the file in the package, its content type)
 FILES = {
+    "/": ("page.html", "text/html"),
     "/static/page.css": ("static/page.css", "text/css"),
     "/static/page.js": ("static/page.js", "text/javascript"),
 }
@@ -39,7 +40,7 @@ def _route(path: str) -> web.RouteDef:
             return web.Response(status=304, headers=headers)
         return web.Response(body=body, content_type=content_type, charset="utf-8", headers=headers)
 
-    handler.__name__ = handler.__qualname__ = "static_" + name.rsplit("/", 1)[-1].replace(".", "_")
+    handler.__name__ = handler.__qualname__ = "file_" + name.rsplit("/", 1)[-1].replace(".", "_")
     return web.get(path, handler)
 
 

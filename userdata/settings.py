@@ -105,27 +105,20 @@ class Settings:
             raise SettingsError(f"rescan_interval: {self.rescan_interval} is not a number of seconds >= 0")
 
     def __repr__(self) -> str:
-        shown = []
-        for f in fields(self):
-            value = getattr(self, f.name)
-            if f.name == "webhook_token" and value:
-                value = HIDDEN
-            elif f.name in ("database_url", "nats_url") and value:
-                value = redacted_url(value)
-            shown.append(f"{f.name}={value!r}")
-        return f"Settings({', '.join(shown)})"
+        return f"Settings({', '.join(f'{f.name}={self._shown(f.name)!r}' for f in fields(self))})"
 
     def chosen(self) -> str:
         """The settings users choose (the command line's), secrets hidden: for the startup line."""
-        shown = []
-        for name in OPTIONS:
-            value = getattr(self, name)
-            if name == "webhook_token" and value:
-                value = HIDDEN
-            elif name in ("database_url", "nats_url") and value:
-                value = redacted_url(value)
-            shown.append(f"{name}={'' if value is None else value}")
-        return " ".join(shown)
+        return " ".join(f"{name}={'' if (value := self._shown(name)) is None else value}" for name in OPTIONS)
+
+    def _shown(self, name: str) -> Any:
+        """The value of setting ``name`` as it may be shown: the token hidden, URLs without secrets."""
+        value = getattr(self, name)
+        if name == "webhook_token" and value:
+            return HIDDEN
+        if name in ("database_url", "nats_url") and value:
+            return redacted_url(value)
+        return value
 
     def secrets(self) -> set[str]:
         """What no log line may show: the database's and NATS's passwords, the webhook token."""

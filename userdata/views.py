@@ -8,7 +8,6 @@ import hmac
 import math
 import re
 import time
-from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -133,6 +132,7 @@ async def get_data(request: web.Request) -> web.StreamResponse:
     if paged is not None:
         limit, after = paged
         pages, key = request.app[PAGE_CACHE], (filters.has_image, span, fmt, gzip, limit, after)
+        # A kept page without awaiting (shared's own lookup would cost a coroutine each time).
         page = pages.get(index.version, key) or await pages.shared(
             index.version, key, lambda: _page_of(*index.page(filters.has_image, span, after, limit), fmt, gzip)
         )
@@ -249,9 +249,3 @@ async def rejected(request: web.Request) -> web.Response:
     assert paged is not None  # there is a default
     body, last = rejected_page(request.app, *paged)
     return _json(body) if last is None else _link_next(_json(body), "/rejected", list(values.items()), last)
-
-
-@routes.get("/")
-async def page(request: web.Request) -> web.Response:
-    html = resources.files("userdata").joinpath("page.html").read_bytes()
-    return web.Response(body=html, content_type="text/html")

@@ -13,12 +13,7 @@ from collections.abc import Callable
 
 from ..stores import PreconditionFailed, Store
 
-__all__ = ("NEVER", "NotWriting", "WriteGate")
-
-
-def NEVER() -> bool:
-    """The gate's ``may_write`` of a ``--read-only`` replica: it never writes (nor tidies up)."""
-    return False
+__all__ = ("NotWriting", "WriteGate")
 
 
 class NotWriting(Exception):
@@ -30,13 +25,22 @@ class WriteGate:
 
     :param store: where the objects go
     :param may_write: asked right before each write (``lambda: election.is_writer``, say)
+    :param read_only: never write, nor tidy up (a ``--read-only`` replica: another one writes)
     :param conditional: each write conditional on the ETag of the last one (after :meth:`forget`,
         unconditional)
     """
 
-    def __init__(self, store: Store, may_write: Callable[[], bool] | None = None, *, conditional: bool = False) -> None:
+    def __init__(
+        self,
+        store: Store,
+        may_write: Callable[[], bool] | None = None,
+        *,
+        conditional: bool = False,
+        read_only: bool = False,
+    ) -> None:
         self.store = store
-        self.may_write = may_write or (lambda: True)
+        self.read_only = read_only
+        self.may_write: Callable[[], bool] = (lambda: False) if read_only else may_write or (lambda: True)
         self.conditional = conditional
         self._etags: dict[str, str] = {}
 
@@ -47,7 +51,7 @@ class WriteGate:
     async def tidy(self, *keys: str) -> None:
         """Remove what interrupted writes of ``keys`` left behind; never on a --read-only replica
         (another one's write may be under way), and never raises."""
-        if self.may_write is NEVER:
+        if self.read_only:
             return
         for key in keys:
             with contextlib.suppress(OSError):

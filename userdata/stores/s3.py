@@ -18,7 +18,17 @@ from typing import TypeVar
 from urllib.parse import unquote_plus
 
 from ..names import bad_name, rejected_name
-from . import MAX_OBJECT_SIZE, PRESENT, Listing, ObjectError, PreconditionFailed, StoreUnavailable, Version, too_large
+from . import (
+    MAX_OBJECT_SIZE,
+    PRESENT,
+    Listing,
+    ObjectError,
+    PreconditionFailed,
+    StoreUnavailable,
+    Version,
+    content_etag,
+    too_large,
+)
 from .s3_http import Answer, S3Client, TooLarge
 from .sigv4 import Credentials, quote_key
 
@@ -173,7 +183,7 @@ class S3Store:
         try:
             return await self._put(key, data, etag)
         except PreconditionFailed:
-            ours = await asyncio.to_thread(_md5_etag, data)  # what a PUT of these bytes is given
+            ours = await asyncio.to_thread(content_etag, data)  # what a PUT of these bytes is given
             async with self._requests:  # a PUT tried again, whose first try landed, meets its own
                 if await self._head(key) == ours:
                     return ours
@@ -197,7 +207,7 @@ class S3Store:
             raise StoreUnavailable(f"cannot write {key}: {e}") from e
         given = headers.get("ETag")
         # A server that names no ETag: what it would be for one PUT (an empty one fails every If-Match).
-        return given if given else await asyncio.to_thread(_md5_etag, data)
+        return given if given else await asyncio.to_thread(content_etag, data)
 
     async def create_bucket(self) -> None:
         """Create the bucket (demo data and benchmarks only: the service never creates one)."""
@@ -264,10 +274,6 @@ def _object_error(error: Answer, key: str) -> ObjectError | None:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _md5_etag(data: bytes) -> str:
-    return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'  # stores.content_etag
 
 
 def _objects(page: str) -> Iterator[tuple[str, str]]:
