@@ -205,8 +205,7 @@ class S3Store:
             if etag is not None and (e.status == 412 or e.code == "NoSuchKey"):  # changed, or gone
                 raise PreconditionFailed(key, etag) from e
             raise StoreUnavailable(f"cannot write {key}: {e}") from e
-        given = headers.get("ETag")
-        # A server that names no ETag: what it would be for one PUT (an empty one fails every If-Match).
+        given = headers.get("ETag")  # none: what one PUT would get (an empty one fails every If-Match)
         return given if given else await asyncio.to_thread(content_etag, data)
 
     async def create_bucket(self) -> None:
