@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator
 from contextlib import suppress
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from . import bodies
@@ -25,7 +24,7 @@ from .live import Broadcaster, ChangeClock, utc_text
 from .middleware import json_error
 from .records import DAY_MS
 from .stores import ObjectError, StoreUnavailable
-from .views import parse_filters
+from .views import json_answer, parse_filters, quoted
 
 __all__ = ("live_state", "routes", "setup")
 
@@ -97,14 +96,6 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _json(body: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(body), content_type="application/json")
-
-
-def _named(user_id: str, limit: int = 40) -> str:
-    return repr(user_id if len(user_id) <= limit else user_id[:limit] + "...")
-
-
 def _reason(error: Exception) -> str:
     return str(error) or type(error).__name__
 
@@ -116,7 +107,7 @@ async def get_ages(request: web.Request) -> web.Response:
     now = _now_ms()
     groups = request.app[INDEX].groups(filters.has_image)
     counts = age_counts(groups, birth_days(filters, now), now // DAY_MS)
-    return _json({"ages": [{"age": age, "count": count} for age, count in counts]})
+    return json_answer({"ages": [{"age": age, "count": count} for age, count in counts]})
 
 
 @routes.get("/images/{user_id}")
@@ -126,19 +117,19 @@ async def get_image(request: web.Request) -> web.Response:
     user_id = request.match_info["user_id"]
     record = request.app[INDEX].get(user_id)
     if record is None:
-        return json_error(404, f"no user {_named(user_id)}")
+        return json_error(404, f"no user {quoted(user_id)}")
     key = record.img_path
     if key is None:
-        return json_error(404, f"user {_named(user_id)} has no image")
+        return json_error(404, f"user {quoted(user_id)} has no image")
     try:
         # read_many, not read: it refuses an object past --max-object-size, as for every source object.
         found = (await request.app[STORE].read_many((key,), bytes))[key]
     except StoreUnavailable as e:
         return json_error(503, f"store unavailable: {e}")
     if found is None:
-        return json_error(404, f"the image of user {_named(user_id)} is gone from the store")
+        return json_error(404, f"the image of user {quoted(user_id)} is gone from the store")
     if isinstance(found, ObjectError):
-        return json_error(404, f"the image of user {_named(user_id)} cannot be served: {_reason(found)}")
+        return json_error(404, f"the image of user {quoted(user_id)} cannot be served: {_reason(found)}")
     data = found[1]
     digest = await asyncio.to_thread(_digest, data) if len(data) >= _HASH_OFF_LOOP else _digest(data)
     headers = {"ETag": f'"{digest}"', "Cache-Control": "no-cache"}

@@ -25,7 +25,7 @@ from .middleware import BadRequest, json_error
 from .records import UserRecord
 from .stores import StoreUnavailable
 
-__all__ = ("parse_filters", "routes")
+__all__ = ("json_answer", "parse_filters", "quoted", "routes")
 
 routes = web.RouteTableDef()
 R = TypeVar("R", bound=web.StreamResponse)
@@ -49,7 +49,7 @@ def _checked(query: MultiMapping[str], known: tuple[str, ...]) -> dict[str, str]
     values: dict[str, str] = {}
     for name, raw in query.items():  # every pair: iterating the keys would hide repeats
         if name not in known:
-            raise BadRequest(f"unknown parameter {_quote(name)}; known: {', '.join(known)}")
+            raise BadRequest(f"unknown parameter {quoted(name)}; known: {', '.join(known)}")
         if name in values:
             raise BadRequest(f"parameter {name} given more than once")
         value = values[name] = raw.strip()
@@ -68,7 +68,7 @@ def _page(values: dict[str, str], default: int | None) -> tuple[int, str | None]
             return None
         text = str(default)
     if not re.fullmatch("[0-9]{1,9}", text) or not 1 <= int(text) <= MAX_LIMIT:
-        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {_quote(text)}")
+        raise BadRequest(f"limit must be a whole number from 1 to {MAX_LIMIT}, not {quoted(text)}")
     return int(text), values.get("after")
 
 
@@ -90,7 +90,7 @@ def _filters(values: dict[str, str]) -> Filters:
     if "is_image_exists" in values:
         has_image = _BOOLEANS.get(values["is_image_exists"].lower())
         if has_image is None:
-            raise BadRequest(f"is_image_exists must be true or false, not {_quote(values['is_image_exists'])}")
+            raise BadRequest(f"is_image_exists must be true or false, not {quoted(values['is_image_exists'])}")
     min_age, max_age = (_age(name, values.get(name)) for name in ("min_age", "max_age"))
     if min_age is not None and max_age is not None and min_age > max_age:
         raise BadRequest(f"min_age ({values['min_age']}) is greater than max_age ({values['max_age']})")
@@ -101,18 +101,20 @@ def _age(name: str, text: str | None) -> float | None:
     if text is None:
         return None
     if not _NUMBER.fullmatch(text):
-        raise BadRequest(f"{name} must be a non-negative number, not {_quote(text)}")
+        raise BadRequest(f"{name} must be a non-negative number, not {quoted(text)}")
     value = float(text)
     if not math.isfinite(value):
-        raise BadRequest(f"{name} must be a finite number, not {_quote(text)}")
+        raise BadRequest(f"{name} must be a finite number, not {quoted(text)}")
     return value
 
 
-def _quote(text: str, limit: int = 40) -> str:
+def quoted(text: str, limit: int = 40) -> str:
+    """``text`` as an error message shows what a client sent: quoted, at most ``limit`` characters."""
     return repr(text if len(text) <= limit else text[:limit] + "...")
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
+def json_answer(body: Any, status: int = 200) -> web.Response:
+    """``body`` as a JSON answer."""
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
@@ -173,7 +175,7 @@ def _answer(response: R, fmt: bodies.Format, body: Body) -> R:
 @routes.get("/stats")
 async def get_stats(request: web.Request) -> web.Response:
     filters = parse_filters(request.query) if request.query_string else _EVERYONE
-    return _json(request.app[INDEX].stats(filters, _now_ms()))
+    return json_answer(request.app[INDEX].stats(filters, _now_ms()))
 
 
 @routes.post("/data")
@@ -187,7 +189,7 @@ async def rescan(request: web.Request) -> web.Response:
         report = await pipeline.rescan(force=True)
     except StoreUnavailable as e:
         return json_error(503, f"store unavailable: {e}")
-    return _json(dataclasses.asdict(report))
+    return json_answer(dataclasses.asdict(report))
 
 
 @routes.post("/events")
@@ -210,13 +212,13 @@ async def events(request: web.Request) -> web.Response:
     except InvalidEvent as e:
         raise BadRequest(str(e)) from None
     request.app[PIPELINE].submit(objects)
-    return _json({"keys": len(objects)})
+    return json_answer({"keys": len(objects)})
 
 
 @routes.get("/health")
 async def health(request: web.Request) -> web.Response:
     status, body = check_health(request.app)
-    return _json(body, status)
+    return json_answer(body, status)
 
 
 @routes.get("/livez")
@@ -227,8 +229,8 @@ async def livez(request: web.Request) -> web.Response:
         if task.done() and not task.cancelled():
             # The error's type only: its text may hold anything; the log has it whole.
             cause = f"{task.get_name()} stopped ({type(task.exception()).__name__}); see the log"
-            return _json({"status": "stopped", "cause": cause}, 503)
-    return _json({"status": "alive"})
+            return json_answer({"status": "stopped", "cause": cause}, 503)
+    return json_answer({"status": "alive"})
 
 
 @routes.get("/readyz")
@@ -236,9 +238,9 @@ async def readyz(request: web.Request) -> web.Response:
     """Readiness: 503 until the first load is done (and, fed by JetStream, the stream's events
     taken); then 200, degraded or not (the index is served)."""
     if not request.app[PIPELINE].loaded.is_set():
-        return _json({"status": "starting"}, 503)
+        return json_answer({"status": "starting"}, 503)
     behind = catching_up(request.app)
-    return _json({"status": "ready"}) if behind is None else _json(behind, 503)
+    return json_answer({"status": "ready"}) if behind is None else json_answer(behind, 503)
 
 
 @routes.get("/rejected")
@@ -248,4 +250,4 @@ async def rejected(request: web.Request) -> web.Response:
     paged = _page(values, REJECTED_SHOWN)
     assert paged is not None  # there is a default
     body, last = rejected_page(request.app, *paged)
-    return _json(body) if last is None else _link_next(_json(body), "/rejected", list(values.items()), last)
+    return json_answer(body) if last is None else _link_next(json_answer(body), "/rejected", list(values.items()), last)
