@@ -172,6 +172,8 @@ class SpyStore:
         self.store = store
         self.reads: list[str] = []
         self.stats: list[str] = []
+        #: keys whose ETag was asked for (a writer's look before its first write after a win)
+        self.looks: list[str] = []
         #: listings made
         self.listings = 0
         #: gc.isenabled() at each listing
@@ -238,6 +240,11 @@ class SpyStore:
     async def write(self, key: str, data: bytes) -> None:
         self._check()
         await self.store.write(key, data)
+
+    async def etag(self, key: str) -> str | None:
+        self._check()
+        self.looks.append(key)
+        return await self.store.etag(key)
 
     async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
         self._check()

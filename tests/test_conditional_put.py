@@ -1,20 +1,26 @@
 """Conditional writes (Store.write_if): what fences output.csv against a deposed writer.
 
-Each test runs on both stores: the folder and a bucket of the session's SeaweedFS server, where
-the server itself checks ``If-Match`` on the PUT.
+The store's tests run on both stores: the folder and a bucket of the session's SeaweedFS server,
+where the server itself checks ``If-Match`` on the PUT. The write gate's (WriteGate: how the
+elected writer uses them) run on a folder.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import S3Bucket, SpyStore
+from helpers import S3Bucket, SpyStore, wait_until
 
+from userdata.index import UserIndex
+from userdata.records import UserRecord
+from userdata.sinks.output_csv import OutputWriter, parse_output
+from userdata.sinks.write_gate import NotWriting, WriteGate
 from userdata.stores import PreconditionFailed, Store, content_etag
 from userdata.stores.folder import FolderStore
 from userdata.stores.s3 import S3Store
@@ -149,3 +155,174 @@ async def test_the_spy_store_passes_conditional_writes_through(tmp_path: Path) -
     with pytest.raises(PreconditionFailed):
         await spy.write_if(KEY, b"two\n", content_etag(b"other\n"))
     assert await spy.write_if(KEY, b"two\n", etag) == content_etag(b"two\n")
+
+
+async def test_etag_is_none_without_an_object_and_what_write_if_compares_with_one(target: Target) -> None:
+    assert await target.store.etag(KEY) is None
+    written = await target.store.write_if(KEY, b"one\n", None)
+    assert await target.store.etag(KEY) == written == target.etag()
+    target.put(b"someone else's\n")
+    assert await target.store.etag(KEY) == target.etag() == content_etag(b"someone else's\n")
+
+
+# The write gate (what the elected writer writes output.csv and its hint through), on a folder.
+
+
+class Recording(SpyStore):
+    """Records the writes that reach the store; ``meanwhile`` runs once, right after a look (the
+    write of another replica landing between the gate's look and its PUT); ``refuse``: every
+    conditional write fails, as on a store that does not take the ETags it gives."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__(store)
+        #: the ETag each write_if was conditional on (None: unconditional)
+        self.conditions: list[str | None] = []
+        self.plain = 0
+        self.meanwhile: Callable[[], object] | None = None
+        self.refuse = False
+
+    async def etag(self, key: str) -> str | None:
+        seen = await super().etag(key)
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        return seen
+
+    async def write(self, key: str, data: bytes) -> None:
+        self.plain += 1
+        await super().write(key, data)
+
+    async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
+        self.conditions.append(etag)
+        if self.refuse and etag is not None:
+            raise PreconditionFailed(key, etag)
+        return await super().write_if(key, data, etag)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> tuple[Recording, Path]:
+    """A recording folder store, and the path of KEY in it (its parent made)."""
+    path = tmp_path / "bucket" / KEY
+    path.parent.mkdir(parents=True)
+    return Recording(FolderStore(tmp_path, "bucket", "src/")), path
+
+
+async def test_a_new_writer_finding_its_bytes_writes_nothing_and_the_next_write_is_conditional_on_them(
+    folder: tuple[Recording, Path],
+) -> None:
+    store, path = folder
+    path.write_bytes(b"same\n")  # the predecessor's
+    gate = WriteGate(store, conditional=True)
+    gate.forget()  # won
+    assert await gate.write(KEY, b"same\n") is False
+    assert store.looks == [KEY] and store.conditions == [] and store.plain == 0
+    path.write_bytes(b"another replica's\n")
+    with pytest.raises(PreconditionFailed):
+        await gate.write(KEY, b"next\n")
+    assert store.conditions == [content_etag(b"same\n")]
+    assert path.read_bytes() == b"another replica's\n"
+    # Refused: the next try looks again, and is conditional on what it sees; the one after that
+    # is conditional on what it wrote, without a look.
+    assert await gate.write(KEY, b"next\n") is True
+    assert await gate.write(KEY, b"third\n") is True
+    assert store.looks == [KEY, KEY]
+    assert store.conditions[1:] == [content_etag(b"another replica's\n"), content_etag(b"next\n")]
+    assert path.read_bytes() == b"third\n"
+
+
+async def test_a_new_writer_finding_other_bytes_writes_on_their_etag_not_over_a_write_landing_after_its_look(
+    folder: tuple[Recording, Path],
+) -> None:
+    store, path = folder
+    path.write_bytes(b"old\n")
+    store.meanwhile = lambda: path.write_bytes(b"another replica's\n")
+    gate = WriteGate(store, conditional=True)
+    with pytest.raises(PreconditionFailed):
+        await gate.write(KEY, b"ours\n")
+    assert store.conditions == [content_etag(b"old\n")]
+    assert path.read_bytes() == b"another replica's\n"
+    assert await gate.write(KEY, b"ours\n") is True
+    assert store.conditions[1:] == [content_etag(b"another replica's\n")]
+    assert path.read_bytes() == b"ours\n"
+
+
+async def test_a_new_writer_finding_no_object_writes_it_unconditionally(folder: tuple[Recording, Path]) -> None:
+    store, path = folder
+    assert await WriteGate(store, conditional=True).write(KEY, b"first\n") is True
+    assert store.conditions == [None] and path.read_bytes() == b"first\n"
+
+
+async def test_a_store_refusing_the_etag_it_gives_costs_one_failure_not_a_loop(folder: tuple[Recording, Path]) -> None:
+    # A refusal of the ETag a look gave, and the same ETag seen again: nobody wrote meanwhile,
+    # the store will never take it, so the try after is unconditional.
+    store, path = folder
+    path.write_bytes(b"old\n")
+    store.refuse = True
+    gate = WriteGate(store, conditional=True)
+    with pytest.raises(PreconditionFailed):
+        await gate.write(KEY, b"ours\n")
+    assert await gate.write(KEY, b"ours\n") is True
+    assert store.conditions == [content_etag(b"old\n"), None]
+    assert path.read_bytes() == b"ours\n"
+
+
+async def test_without_an_election_the_gate_writes_plainly_even_the_same_bytes(folder: tuple[Recording, Path]) -> None:
+    # Not rewriting unchanged bytes is then the output writer's business (its digests), as before.
+    store, path = folder
+    path.write_bytes(b"same\n")
+    assert await WriteGate(store).write(KEY, b"same\n") is True
+    assert store.plain == 1 and store.looks == [] and store.conditions == []
+
+
+async def test_a_replica_that_may_not_write_does_not_even_look(folder: tuple[Recording, Path]) -> None:
+    store, path = folder
+    for gate in (WriteGate(store, lambda: False, conditional=True), WriteGate(store, read_only=True)):
+        with pytest.raises(NotWriting):
+            await gate.write(KEY, b"ours\n")
+    assert store.looks == [] and store.conditions == [] and store.plain == 0 and not path.exists()
+
+
+async def test_an_output_writer_taking_over_unchanged_data_writes_nothing_and_a_change_conditionally(
+    folder: tuple[Recording, Path],
+) -> None:
+    store, path = folder
+    index = UserIndex()
+    index.apply([UserRecord("1", "Ann", "Lee", 0, None)])
+    assert await OutputWriter(store.store, index, KEY).flush()  # the predecessor's
+    before = path.read_bytes()
+    successor = OutputWriter(store, index, KEY)
+    successor.gate = WriteGate(store, conditional=True)
+    successor.rewrite()  # won
+    assert successor.dirty
+    assert await successor.flush() and successor.writes == 0 and not successor.dirty
+    assert store.looks == [KEY] and store.conditions == [] and store.plain == 0
+    index.apply([UserRecord("2", "Bob", "Ng", 0, None)])
+    assert await successor.flush() and successor.writes == 1
+    assert store.conditions == [content_etag(before)] and store.looks == [KEY]
+    assert [r.user_id for r in parse_output(path.read_bytes())] == ["1", "2"]
+
+
+async def test_an_output_writer_refused_tries_again_after_its_backoff_and_then_lands(
+    folder: tuple[Recording, Path], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A refusal asks for everything to be compared with the store again (rewrite()), which must
+    # not mean at once: a conflict that lasts would be tried again every settle delay, for good.
+    store, path = folder
+    path.write_bytes(b"someone else's\n")
+    store.refuse = True  # the first try fails; the next, seeing the same ETag, is unconditional
+    index = UserIndex()
+    writer = OutputWriter(store, index, KEY, settle=0.01, max_delay=0.05, retry_delays=(0.2,))
+    writer.gate = WriteGate(store, conditional=True)
+    caplog.set_level(logging.INFO, "userdata.sinks.output_csv")
+    task = asyncio.create_task(writer.run())
+    try:
+        writer.notify(index.apply([UserRecord("1", "Ann", "Lee", 0, None)]))
+        await wait_until(lambda: writer.writes == 1, message="for the write after the refusal")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert store.conditions == [content_etag(b"someone else's\n"), None] and writer.failures == 1
+    failed = next(r for r in caplog.records if "trying again in" in r.getMessage())
+    wrote = next(r for r in caplog.records if r.getMessage().startswith("wrote "))
+    delay = failed.args[-1] if isinstance(failed.args, tuple) else None
+    assert isinstance(delay, float) and wrote.created - failed.created >= delay - 0.02

@@ -420,6 +420,6 @@ def _page(contents: list[str], encoded: bool = True) -> str:
 def test_listing_pages_are_read_whatever_the_order_of_their_elements(
     contents: list[str], encoded: bool, expected: dict[str, str]
 ) -> None:
-    from userdata.stores.s3 import _objects
+    from userdata.stores.s3_listing import objects
 
-    assert dict(_objects(_page(contents, encoded))) == expected
+    assert dict(objects(_page(contents, encoded))) == expected

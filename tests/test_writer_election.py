@@ -20,25 +20,30 @@ from natsserver import NatsServer, nats_binary
 
 from userdata.app import create_store
 from userdata.keys import ELECTION
+from userdata.sinks.catalog_hint import hint_key
 
 Start = Callable[..., Awaitable[Service]]
 #: Seconds a takeover may take: the lease (3 s) and a poll, with room for a slow machine.
 FAILOVER = 8.0
 OUTPUT = "processed_data/output.csv"
+HINT = hint_key(OUTPUT)
 
 
 class CountingStore(SpyStore):
-    """Counts the writes of each key that reach the store."""
+    """Counts the writes of each key that reach the store, and what each conditional one was on."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.written: list[str] = []
+        #: (key, ETag) of each write_if tried, landed or not (None: unconditional)
+        self.conditions: list[tuple[str, str | None]] = []
 
     async def write(self, key: str, data: bytes) -> None:
         await super().write(key, data)
         self.written.append(key)
 
     async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
+        self.conditions.append((key, etag))
         found = await super().write_if(key, data, etag)
         self.written.append(key)
         return found
@@ -91,6 +96,10 @@ async def start_replicas(
     return replicas
 
 
+def store_of(replicas: list[tuple[Service, CountingStore]], service: Service) -> CountingStore:
+    return next(store for s, store in replicas if s is service)
+
+
 async def roles(services: list[Service]) -> list[str]:
     return [(await service.get("/health")).get("role", "?") for service in services]
 
@@ -115,6 +124,7 @@ async def test_only_the_elected_writer_writes_and_another_takes_over_when_it_sto
     services = [service for service, _ in replicas]
     writer = await the_writer(services)
     await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1", "2"], message="for output.csv")
+    await wait_until(lambda: not writer.output.dirty, message="for the writer's output to settle")
     await wait_until(lambda: table_ids(throwaway_url), message="for the table")
     assert await table_ids(throwaway_url) == ["1", "2"]
     for service, store in replicas:
@@ -133,14 +143,14 @@ async def test_only_the_elected_writer_writes_and_another_takes_over_when_it_sto
 
     await wait_until(on_the_locks_sessions, message="for the only sessions to be the election's")
 
-    # The writer stops: another takes over, its epoch larger, and writes even the same bytes.
+    # The writer stops: another takes over, its epoch larger, and finding in the store the very
+    # bytes it would write (output.csv and hint), writes nothing.
     await writer.stop()
     rest = [service for service in services if service is not writer]
     successor = await the_writer(rest)
     assert (await successor.get("/health"))["epoch"] > epoch
-    await wait_until(
-        lambda: successor.output.writes >= 1, timeout=FAILOVER, message="for the first write after winning"
-    )
+    await settled_writer(successor)
+    assert store_of(replicas, successor).written == [] and successor.output.writes == 0
 
     # After a change, the new writer rewrites output.csv and the table; the other reader does not write.
     s3.put_user("3", "Cy")
@@ -155,6 +165,51 @@ async def test_only_the_elected_writer_writes_and_another_takes_over_when_it_sto
     reader = next(service for service in rest if service is not successor)
     assert reader.output.writes == 0
     assert (await reader.get("/health"))["role"] == "reader"
+
+
+async def settled_writer(service: Service) -> None:
+    """Wait until ``service`` is the writer and its output writer has had its round since the win
+    (rewrite() runs as it wins, before /health can say writer; dirty until the round is done)."""
+
+    async def settled() -> bool:
+        return (await service.get("/health")).get("role") == "writer" and not service.output.dirty
+
+    await wait_until(settled, timeout=FAILOVER, message="for the new writer's output to settle")
+
+
+async def test_a_takeover_writes_output_csv_and_its_hint_only_if_they_changed(
+    start_service: Start, s3: S3Bucket, throwaway_url: str, nats: NatsServer
+) -> None:
+    s3.put_user("1", "Ann")
+    s3.put_user("2", "Bob")
+    replicas = await start_replicas(start_service, s3, throwaway_url, 3, nats)
+    services = [service for service, _ in replicas]
+    first = await the_writer(services)
+    await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1", "2"], message="for output.csv")
+    await wait_until(lambda: not first.output.dirty and first.output.hint_writes == 1, message="for the hint")
+
+    # Unchanged data: the successor looks at both objects, finds its own bytes, writes neither.
+    await first.stop()
+    second = await the_writer([s for s in services if s is not first])
+    await settled_writer(second)
+    assert sorted(store_of(replicas, second).looks) == sorted([OUTPUT, HINT])
+    assert store_of(replicas, second).written == [] and store_of(replicas, second).conditions == []
+    assert second.output.writes == second.output.hint_writes == second.output.failures == 0
+
+    # A change the writer stops before writing (as within its settle delay; here it is kept from
+    # writing): its successor finds other bytes, and writes both, conditional on the ETags seen.
+    second.output.gate.may_write = lambda: False
+    seen = {key: s3.client.head_object(Bucket=s3.name, Key=key)["ETag"] for key in (OUTPUT, HINT)}
+    s3.put_user("3", "Cy")
+    third = next(s for s in services if s is not first and s is not second)
+    for service in (second, third):
+        await service.post("/data")
+    await second.stop()
+    await settled_writer(third)
+    assert output_ids(s3.get(OUTPUT)) == ["1", "2", "3"]
+    assert store_of(replicas, third).conditions == [(OUTPUT, seen[OUTPUT]), (HINT, seen[HINT])]
+    assert third.output.writes == third.output.hint_writes == 1 and third.output.failures == 0
+    assert store_of(replicas, second).written == []
 
 
 async def test_a_new_writer_whose_etag_is_stale_forgets_it_and_writes_again(

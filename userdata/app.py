@@ -93,7 +93,7 @@ def create_store(settings: Settings) -> Store:
 
 def gate_output(output: OutputWriter, app: web.Application) -> None:
     """A --read-only replica never writes output.csv; with an election, only the writer does,
-    conditionally on the ETag it last wrote, and rewrites everything on each win."""
+    conditionally on the ETag it last saw, and on each win writes what the store does not hold."""
     if app[SETTINGS].read_only:
         output.gate = WriteGate(output.store, read_only=True)
     elif ELECTION in app:

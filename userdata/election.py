@@ -16,10 +16,10 @@ round trip, and a failed heartbeat or a closed connection demotes it at once.
 
 Writes that must not land once this replica is deposed go through :meth:`Election.session`: on
 the lock's own session, which is gone when the lock is. Writes elsewhere (output.csv in S3) check
-:attr:`Election.is_writer` right before, and are conditional on the ETag last written
-(:meth:`userdata.stores.Store.write_if`). Needs PostgreSQL 14 or newer (idle_session_timeout),
-and a direct connection or a session-mode pooler: advisory locks break behind PgBouncer in
-transaction mode.
+:attr:`Election.is_writer` right before, and are conditional on the ETag last written or seen
+(:meth:`userdata.stores.Store.write_if`, :mod:`userdata.sinks.write_gate`). Needs PostgreSQL 14
+or newer (idle_session_timeout), and a direct connection or a session-mode pooler: advisory
+locks break behind PgBouncer in transaction mode.
 """
 
 from __future__ import annotations

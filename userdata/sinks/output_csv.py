@@ -109,7 +109,7 @@ class OutputWriter:
         self._written_version = -1
         self._digest: bytes | None = None
         self._hint_digest: bytes | None = None
-        self._writing: asyncio.Future[None] | None = None
+        self._writing: asyncio.Future[bool] | None = None
         self._catalog: Callable[[], Catalog] | None = None
         self._loaded: asyncio.Event | None = None
         self._where: dict[str, object] = {}
@@ -123,10 +123,7 @@ class OutputWriter:
         prefix: str,
         max_object_size: int = MAX_OBJECT_SIZE,
     ) -> None:
-        """Write the hint of ``catalog()`` beside output.csv, from when ``loaded`` is set.
-
-        Call it before :meth:`run`.
-        """
+        """Write the hint of ``catalog()`` beside output.csv once ``loaded`` is set; call it before :meth:`run`."""
         self._catalog, self._loaded = catalog, loaded
         # What the catalog's verdicts depend on: a hint written under others is not trusted.
         self._where = {"bucket": bucket, "prefix": prefix, "max_object_size": max_object_size, "rules": RULES}
@@ -136,7 +133,7 @@ class OutputWriter:
         self._changed.set()
 
     def rewrite(self) -> None:
-        """Write on the next round, unconditionally, even the same bytes: the store's may be anyone's."""
+        """Write on the next round what the store does not hold already: its objects may be anyone's."""
         self.gate.forget()
         self._digest = self._hint_digest = None
         self._written_version = -1
@@ -200,7 +197,8 @@ class OutputWriter:
                     break
             self._changed.clear()
             retry_in = await self._write()
-            if retry_in is not None:
+            if retry_in is not None:  # after the backoff, even if a change or a rewrite() came meanwhile:
+                self._changed.clear()  # the retry writes the latest; a conflict is not retried at once
                 asyncio.get_running_loop().call_later(retry_in, self._changed.set)
 
     async def flush(self) -> bool:
@@ -222,17 +220,17 @@ class OutputWriter:
             return self._failed(f"cannot render {self.key}: {e}")
         try:
             if snapshot.output_digest != self._digest:
-                if (failed := await self._put(self.key, snapshot.output)) is not None:
-                    return failed
+                if not isinstance(put := await self._put(self.key, snapshot.output), bool):
+                    return put
                 self._digest = snapshot.output_digest
-                self.writes += 1
+                self.writes += put  # not when the store held these bytes already
                 self.error = None  # output.csv is written: a failing hint's write says so again
                 self._hint_digest = None  # the old one no longer pairs with output.csv
             if snapshot.hint is not None and snapshot.hint_digest != self._hint_digest:
-                if (failed := await self._put(self.hint_key, snapshot.hint)) is not None:
-                    return failed
+                if not isinstance(put := await self._put(self.hint_key, snapshot.hint), bool):
+                    return put
                 self._hint_digest = snapshot.hint_digest
-                self.hint_writes += 1
+                self.hint_writes += put
             await asyncio.to_thread(snapshot.close)  # what was not written: freeing it may take a while
         except NotWriting:
             return None  # not the writer: stays dirty, and the next writer writes all
@@ -245,8 +243,8 @@ class OutputWriter:
         self._written_version, self.written_at = version, time.monotonic()
         return None
 
-    async def _put(self, key: str, spool: Spool) -> float | None:
-        """Write one spooled object; None if it landed, else the seconds to wait before trying again."""
+    async def _put(self, key: str, spool: Spool) -> bool | float:
+        """Write one spooled object: whether it was (False: the store held it), else seconds to retry in."""
         try:
             data = await asyncio.to_thread(spool.read_and_close)
         except OSError as e:
@@ -255,13 +253,13 @@ class OutputWriter:
         # the next write waits for it, so an older one can never replace a newer one.
         self._writing = asyncio.ensure_future(self.gate.write(key, data))
         try:
-            await asyncio.shield(self._writing)
-        except (OSError, StoreUnavailable, PreconditionFailed) as e:
-            if isinstance(e, PreconditionFailed):  # another replica wrote it: next time unconditional
+            written = await asyncio.shield(self._writing)
+        except (OSError, ObjectError, StoreUnavailable, PreconditionFailed) as e:
+            if isinstance(e, PreconditionFailed):  # another replica wrote it: all compared with the store again
                 self.rewrite()
             return self._failed(f"cannot write {key}: {e}")
-        logger.info("wrote %s: %d bytes", key, len(data))
-        return None
+        logger.info("wrote %s: %d bytes" if written else "%s holds these %d bytes already", key, len(data))
+        return written
 
     def _failed(self, error: str) -> float:
         self.error = error

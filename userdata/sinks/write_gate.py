@@ -2,18 +2,27 @@
 
 Without an election every write is a plain one, or none at all on a ``--read-only`` replica. With
 one (:class:`userdata.election.Election`), a write is tried only while this replica is the writer,
-checked right before it, and is conditional on the ETag this replica last wrote (the first one
-after each win unconditional): a deposed writer's write cannot replace the new writer's.
+checked right before it, and is conditional on the ETag of the object as this replica last saw
+it: a deposed writer's write cannot replace the new writer's.
+
+After each win (:meth:`WriteGate.forget`) the first write of a key looks at the object first: if
+it holds these very bytes (the predecessor wrote them), nothing is written, as nothing changed;
+else the write is conditional on the ETag seen, so that a write landing between the look and the
+PUT is not replaced blindly.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 
-from ..stores import PreconditionFailed, Store
+from ..stores import PreconditionFailed, Store, content_etag
 
 __all__ = ("NotWriting", "WriteGate")
+
+logger = logging.getLogger("userdata.sinks.write_gate")
 
 
 class NotWriting(Exception):
@@ -26,8 +35,8 @@ class WriteGate:
     :param store: where the objects go
     :param may_write: asked right before each write (``lambda: election.is_writer``, say)
     :param read_only: never write, nor tidy up (a ``--read-only`` replica: another one writes)
-    :param conditional: each write conditional on the ETag of the last one (after :meth:`forget`,
-        unconditional)
+    :param conditional: each write conditional on the ETag last seen of the object (after
+        :meth:`forget`, first looked at: see the module)
     """
 
     def __init__(
@@ -42,10 +51,15 @@ class WriteGate:
         self.read_only = read_only
         self.may_write: Callable[[], bool] = (lambda: False) if read_only else may_write or (lambda: True)
         self.conditional = conditional
-        self._etags: dict[str, str] = {}
+        #: key -> the ETag its next write is conditional on (None: there was no object); a key
+        #: absent is looked at first
+        self._etags: dict[str, str | None] = {}
+        #: key -> the ETag its last conditional write was refused on (see :meth:`_condition`)
+        self._refused: dict[str, str] = {}
 
     def forget(self) -> None:
-        """The next write of each key is unconditional (this replica has just become the writer)."""
+        """Look at each key again before its next write (this replica has just become the writer,
+        or another replica wrote meanwhile)."""
         self._etags.clear()
 
     async def tidy(self, *keys: str) -> None:
@@ -57,17 +71,44 @@ class WriteGate:
             with contextlib.suppress(OSError):
                 await self.store.remove_leftovers(key)
 
-    async def write(self, key: str, data: bytes) -> None:
-        """Write ``data`` to ``key``; raises NotWriting when this replica may not write, and
-        PreconditionFailed (the ETag forgotten: the next try is unconditional) when another
-        replica wrote it meanwhile; OSError and StoreUnavailable as the store does."""
+    async def write(self, key: str, data: bytes) -> bool:
+        """Write ``data`` to ``key``; False, nothing written, when a look (the first write of a key
+        after :meth:`forget`) found the store holding these bytes already.
+
+        Raises NotWriting when this replica may not write, and PreconditionFailed (the ETag
+        forgotten: the next try looks again) when another replica wrote it meanwhile; ObjectError,
+        OSError and StoreUnavailable as the store does.
+        """
         if not self.may_write():
             raise NotWriting(key)
         if not self.conditional:
             await self.store.write(key, data)
-            return
+            return True
+        if key not in self._etags:
+            seen = await self.store.etag(key)
+            if seen is not None and seen == await asyncio.to_thread(content_etag, data):
+                self._etags[key] = seen  # what the predecessor wrote: the next write is conditional on it
+                return False
+            self._etags[key] = self._condition(key, seen)
+            if not self.may_write():  # the look took a round trip: still the writer?
+                raise NotWriting(key)
+        etag = self._etags[key]
         try:
-            self._etags[key] = await self.store.write_if(key, data, self._etags.get(key))
+            self._etags[key] = await self.store.write_if(key, data, etag)
         except PreconditionFailed:
-            self._etags.pop(key, None)
+            del self._etags[key]
+            if etag is not None:
+                self._refused[key] = etag
             raise
+        self._refused.pop(key, None)
+        return True
+
+    def _condition(self, key: str, seen: str | None) -> str | None:
+        """The ETag to write ``key`` on, having seen ``seen`` there. Where a write conditional on
+        that very ETag was refused last time, the object is as it was then: the store does not
+        take the ETag it gives (a proxy that rewrites ETags, say), and would refuse it forever,
+        so this write is unconditional."""
+        if seen is None or self._refused.get(key) != seen:
+            return seen
+        logger.warning("%s: the store refused a write conditional on its own ETag %s; writing it anyway", key, seen)
+        return None

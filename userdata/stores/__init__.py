@@ -117,6 +117,11 @@ class Store(Protocol):
         """Replace one object (any key in the bucket) whole: readers see the old or the new."""
         ...
 
+    async def etag(self, key: str) -> str | None:
+        """The ETag of object ``key`` (any key in the bucket) as :meth:`write_if` compares it, None
+        if it does not exist; raises ObjectError when only it cannot be looked at."""
+        ...
+
     async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
         """:meth:`write`, only if the object is still the one ``etag`` names (None: unconditionally);
         returns the ETag of what it holds now, to pass to the next call.

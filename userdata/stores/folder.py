@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from ..names import bad_name, rejected_name
-from . import MAX_OBJECT_SIZE, PRESENT, Listing, ObjectError, StoreUnavailable, Version, too_large
+from . import MAX_OBJECT_SIZE, PRESENT, Listing, ObjectError, StoreUnavailable, Version, content_etag, too_large
 from .folder_write import replace_if
 
 __all__ = ("FolderStore", "ThreadTrials")
@@ -195,6 +195,11 @@ class FolderStore:
 
     async def write(self, key: str, data: bytes) -> None:
         await asyncio.to_thread(self._write, self.root / key, data)
+
+    async def etag(self, key: str) -> str | None:
+        """The quoted MD5 of the file's bytes, as write_if compares it (see :mod:`.folder_write`)."""
+        data = await self.read(key)
+        return None if data is None else await asyncio.to_thread(content_etag, data)
 
     async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
         """The ETag is the quoted MD5 of the bytes, as S3 gives one PUT (see :mod:`.folder_write`)."""

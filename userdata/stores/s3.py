@@ -12,10 +12,9 @@ import asyncio
 import hashlib
 import mimetypes
 import re
-from collections.abc import Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection
 from html import unescape
 from typing import TypeVar
-from urllib.parse import unquote_plus
 
 from ..names import bad_name, rejected_name
 from . import (
@@ -30,6 +29,7 @@ from . import (
     too_large,
 )
 from .s3_http import Answer, S3Client, TooLarge
+from .s3_listing import objects
 from .sigv4 import Credentials, quote_key
 
 __all__ = ("S3Store",)
@@ -53,18 +53,8 @@ _STORE_WIDE = frozenset(
 )
 #: Bodies up to this size are parsed on the event loop as they arrive.
 _PARSE_ON_LOOP = 16384
-_CONTENTS = re.compile(r"<Contents>")
-#: Each object's key and ETag in one pass over a page, where the ETag follows the key with only
-#: simple elements between (as S3 servers write them; a page where that does not find every
-#: object is read object by object). It cannot run into the next object's: </Contents> ends it.
-_KEY_ETAG = re.compile(r"<Key>([^<]*)</Key>(?:<[A-Za-z][^>]*>[^<]*</[A-Za-z]+>)*?<ETag>([^<]*)</ETag>")
-_EACH = re.compile(r"<Contents>(.*?)</Contents>", re.S)
-_KEY = re.compile(r"<Key>([^<]*)</Key>")
-_ETAG = re.compile(r"<ETag>([^<]*)</ETag>")
 _NEXT = re.compile(r"<NextContinuationToken>([^<]*)</NextContinuationToken>")
 _TRUNCATED = re.compile(r"<IsTruncated>\s*true\s*</IsTruncated>")
-#: Keys of a listing that says so are URL-encoded (asked for: any key is then valid XML).
-_URL_ENCODED = re.compile(r"<EncodingType>url</EncodingType>")
 
 
 class S3Store:
@@ -140,7 +130,7 @@ class S3Store:
             except Answer as e:
                 raise StoreUnavailable(f"cannot list {self.bucket}/{self.prefix}: {e}") from e
             page = body.decode()
-            for key, etag in _objects(page):
+            for key, etag in objects(page):
                 if not bad_name(key):
                     listing[key] = etag if key[-4:].lower() != ".png" else PRESENT
                 elif (rejected := rejected_name(key)) is not None:  # no key; listed as rejected
@@ -176,6 +166,13 @@ class S3Store:
 
     async def write(self, key: str, data: bytes) -> None:
         await self._put(key, data, None)
+
+    async def etag(self, key: str) -> str | None:
+        async with self._requests:
+            found = await self._head(key)
+        if isinstance(found, ObjectError):
+            raise found
+        return found
 
     async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
         # The server checks If-Match as it commits the PUT (412 from SeaweedFS 4.48 and MinIO; a
@@ -245,7 +242,7 @@ class S3Store:
             return too_large(e.size, self.max_object_size)
         return headers.get("ETag", ""), body
 
-    async def _head(self, key: str) -> Version | ObjectError | None:
+    async def _head(self, key: str) -> str | ObjectError | None:
         try:
             headers, _ = await self._client.request("HEAD", self._path(key))
         except Answer as e:
@@ -273,28 +270,3 @@ def _object_error(error: Answer, key: str) -> ObjectError | None:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _objects(page: str) -> Iterator[tuple[str, str]]:
-    """(key, ETag) of each object of a listing page, decoded."""
-    pairs: list[tuple[str, str]] = _KEY_ETAG.findall(page)
-    if len(pairs) != len(_CONTENTS.findall(page)):
-        pairs = [
-            (key[1], etag[1])
-            for contents in _EACH.findall(page)
-            if (key := _KEY.search(contents)) is not None and (etag := _ETAG.search(contents)) is not None
-        ]
-    decode = _url_decoded if _URL_ENCODED.search(page) else _unescaped
-    return ((decode(key), _unescaped(etag)) for key, etag in pairs)
-
-
-def _url_decoded(text: str) -> str:
-    return unquote_plus(text) if "%" in text or "+" in text else text
-
-
-def _unescaped(text: str) -> str:
-    """XML text of an element, its entities replaced (the quotes around ETags, nearly always)."""
-    if "&" not in text:
-        return text
-    text = text.replace("&#34;", '"').replace("&quot;", '"')
-    return unescape(text) if "&" in text else text
