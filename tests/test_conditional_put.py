@@ -21,7 +21,7 @@ from userdata.index import UserIndex
 from userdata.records import UserRecord
 from userdata.sinks.output_csv import OutputWriter, parse_output
 from userdata.sinks.write_gate import NotWriting, WriteGate
-from userdata.stores import PreconditionFailed, Store, content_etag
+from userdata.stores import ABSENT, PreconditionFailed, Store, content_etag
 from userdata.stores.folder import FolderStore
 from userdata.stores.s3 import S3Store
 
@@ -120,6 +120,16 @@ async def test_a_stale_etag_on_an_object_holding_these_very_bytes_is_no_failure(
     target.put(b"same\n")
     assert await target.store.write_if(KEY, b"same\n", mine) == target.etag() == content_etag(b"same\n")
     assert target.get() == b"same\n"
+
+
+async def test_absent_writes_only_where_there_is_no_object(target: Target) -> None:
+    assert await target.store.write_if(KEY, b"first\n", ABSENT) == target.etag() == content_etag(b"first\n")
+    with pytest.raises(PreconditionFailed):
+        await target.store.write_if(KEY, b"second\n", ABSENT)
+    assert target.get() == b"first\n"
+    # an earlier try of this very write landed: no failure
+    assert await target.store.write_if(KEY, b"first\n", ABSENT) == content_etag(b"first\n")
+    assert target.leftovers() == []
 
 
 async def test_none_writes_whatever_the_object_holds(target: Target) -> None:
@@ -246,10 +256,18 @@ async def test_a_new_writer_finding_other_bytes_writes_on_their_etag_not_over_a_
     assert path.read_bytes() == b"ours\n"
 
 
-async def test_a_new_writer_finding_no_object_writes_it_unconditionally(folder: tuple[Recording, Path]) -> None:
+async def test_a_new_writer_finding_no_object_writes_it_only_if_there_is_still_none(
+    folder: tuple[Recording, Path],
+) -> None:
     store, path = folder
     assert await WriteGate(store, conditional=True).write(KEY, b"first\n") is True
-    assert store.conditions == [None] and path.read_bytes() == b"first\n"
+    assert store.conditions == [ABSENT] and path.read_bytes() == b"first\n"
+    store.meanwhile = lambda: path.write_bytes(b"another replica's\n")
+    path.unlink()
+    gate = WriteGate(store, conditional=True)
+    with pytest.raises(PreconditionFailed):
+        await gate.write(KEY, b"ours\n")
+    assert path.read_bytes() == b"another replica's\n"
 
 
 async def test_a_store_refusing_the_etag_it_gives_costs_one_failure_not_a_loop(folder: tuple[Recording, Path]) -> None:

@@ -7,8 +7,8 @@ it: a deposed writer's write cannot replace the new writer's.
 
 After each win (:meth:`WriteGate.forget`) the first write of a key looks at the object first: if
 it holds these very bytes (the predecessor wrote them), nothing is written, as nothing changed;
-else the write is conditional on the ETag seen, so that a write landing between the look and the
-PUT is not replaced blindly.
+else the write is conditional on the ETag seen (or, where there was no object, on there being
+none), so that a write landing between the look and the PUT is not replaced blindly.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import contextlib
 import logging
 from collections.abc import Callable
 
-from ..stores import PreconditionFailed, Store, content_etag
+from ..stores import ABSENT, PreconditionFailed, Store, content_etag
 
 __all__ = ("NotWriting", "WriteGate")
 
@@ -51,7 +51,7 @@ class WriteGate:
         self.read_only = read_only
         self.may_write: Callable[[], bool] = (lambda: False) if read_only else may_write or (lambda: True)
         self.conditional = conditional
-        #: key -> the ETag its next write is conditional on (None: there was no object); a key
+        #: key -> the ETag its next write is conditional on (ABSENT: on there being no object); a key
         #: absent is looked at first
         self._etags: dict[str, str | None] = {}
         #: key -> the ETag its last conditional write was refused on (see :meth:`_condition`)
@@ -104,11 +104,12 @@ class WriteGate:
         return True
 
     def _condition(self, key: str, seen: str | None) -> str | None:
-        """The ETag to write ``key`` on, having seen ``seen`` there. Where a write conditional on
-        that very ETag was refused last time, the object is as it was then: the store does not
-        take the ETag it gives (a proxy that rewrites ETags, say), and would refuse it forever,
-        so this write is unconditional."""
-        if seen is None or self._refused.get(key) != seen:
-            return seen
+        """The ETag to write ``key`` on, having seen ``seen`` there (None: no object, so ABSENT).
+        Where a write conditional on that very ETag was refused last time, the object is as it was
+        then: the store does not take the ETag it gives (a proxy that rewrites ETags, or no
+        If-None-Match, say), and would refuse it forever, so this write is unconditional."""
+        wanted = ABSENT if seen is None else seen
+        if self._refused.get(key) != wanted:
+            return wanted
         logger.warning("%s: the store refused a write conditional on its own ETag %s; writing it anyway", key, seen)
         return None

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection, Hashable
 from typing import Protocol, TypeVar
 
 __all__ = (
+    "ABSENT",
     "MAX_OBJECT_SIZE",
     "PRESENT",
     "Listing",
@@ -52,6 +53,10 @@ class PreconditionFailed(Exception):
         super().__init__(f"{key} changed since ETag {etag}")
         self.key = key
         self.etag = etag
+
+
+#: The ETag for :meth:`Store.write_if` that means "only if there is no object" (If-None-Match: *).
+ABSENT = "*"
 
 
 def content_etag(data: bytes) -> str:
@@ -123,8 +128,9 @@ class Store(Protocol):
         ...
 
     async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
-        """:meth:`write`, only if the object is still the one ``etag`` names (None: unconditionally);
-        returns the ETag of what it holds now, to pass to the next call.
+        """:meth:`write`, only if the object is still the one ``etag`` names (None: unconditionally;
+        :data:`ABSENT`: only if there is none); returns the ETag of what it holds now, to pass to
+        the next call.
 
         Raises PreconditionFailed, the object left alone, when it changed since ``etag`` or is gone,
         unless it holds exactly ``data`` already (an earlier try of this very write landed, its

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from . import PreconditionFailed, content_etag
+from . import ABSENT, PreconditionFailed, content_etag
 
 __all__ = ("replace_if",)
 
@@ -22,10 +22,11 @@ _LOCK = threading.Lock()
 
 def replace_if(path: Path, key: str, data: bytes, etag: str | None, write: Callable[[Path, bytes], None]) -> str:
     """``write(path, data)`` (whole or nothing) if the file still has ``etag`` (None: whatever it
-    holds); returns the ETag of ``data``. Blocking: call it in a thread.
+    holds; ABSENT: only if there is none); returns the ETag of ``data``. Blocking: call it in a
+    thread.
 
-    Raises PreconditionFailed, the file left alone, when it changed since ``etag`` or is gone,
-    unless it holds exactly ``data`` already (then nothing is written).
+    Raises PreconditionFailed, the file left alone, when it changed since ``etag``, is gone, or
+    (ABSENT) is there, unless it holds exactly ``data`` already (then nothing is written).
     """
     ours = content_etag(data)
     with _LOCK:
@@ -33,6 +34,9 @@ def replace_if(path: Path, key: str, data: bytes, etag: str | None, write: Calla
             try:
                 current = content_etag(path.read_bytes())
             except FileNotFoundError:
+                if etag == ABSENT:
+                    write(path, data)
+                    return ours
                 raise PreconditionFailed(key, etag) from None
             if current == ours:
                 return ours

@@ -18,6 +18,7 @@ from typing import TypeVar
 
 from ..names import bad_name, rejected_name
 from . import (
+    ABSENT,
     MAX_OBJECT_SIZE,
     PRESENT,
     Listing,
@@ -189,7 +190,7 @@ class S3Store:
     async def _put(self, key: str, data: bytes, etag: str | None) -> str:
         digest = _sha256(data) if len(data) < 1 << 20 else await asyncio.to_thread(_sha256, data)
         content_type = mimetypes.guess_type(key)[0] or "application/octet-stream"
-        condition = None if etag is None else {"If-Match": etag}
+        condition = None if etag is None else {"If-None-Match": "*"} if etag == ABSENT else {"If-Match": etag}
         try:
             # In turn with reads, as every request: one outside the bound would wait for a free
             # connection behind a scan's reads, which take each one back as it comes.
