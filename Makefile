@@ -53,10 +53,12 @@ demo: install  ## (re)write the demo data set in minio-data/
 	$(BIN)/userdata demo
 
 # Debian packages the tests run: chromium for the dashboard's browser tests (tests/test_browser.py),
-# nats-server for the replicas' JetStream (tests/test_jetstream.py). Where one is missing, apt-get
-# is there and we are root (a fresh Debian CI machine), it is installed first; elsewhere, or if
-# that fails, those tests skip saying why (fail with TESTS_REQUIRE_BROWSER / TESTS_REQUIRE_NATS).
-DEBS := /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/sbin/nats-server:nats-server
+# nats-server for the replicas' JetStream (tests/test_jetstream.py), haproxy for the compose
+# topology's load balancer (tests/test_deploy.py). Where one is missing, apt-get is there and we
+# are root (a fresh Debian CI machine), it is installed first; elsewhere, or if that fails, those
+# tests skip saying why (fail with TESTS_REQUIRE_BROWSER / TESTS_REQUIRE_NATS / TESTS_REQUIRE_HAPROXY).
+DEBS := /usr/bin/chromium:chromium /usr/bin/chromedriver:chromium-driver /usr/sbin/nats-server:nats-server \
+	/usr/sbin/haproxy:haproxy
 debs:
 	@missing=""; for pair in $(DEBS); do [ -x "$${pair%%:*}" ] || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \

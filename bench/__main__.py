@@ -13,9 +13,15 @@ with nothing but the I/O, or the framework's trivial handler) and the issue's ta
 8. restart on unchanged data, and the process's memory;     ceiling: one listing; the index's own
 9. the dashboard's first render, headless Chromium;         ceiling: the same page at 100 users
    (bench/page.py; skipped, saying why, without Debian's chromium and Playwright)
+10. three replicas on JetStream, one writer elected through PostgreSQL (bench/replicas.py):
+    failover after SIGKILL and SIGSTOP;                     ceiling: the election's poll; lease + poll
+    catch-up of a restarted reader;                         ceiling: a cold start on the same data
+    read throughput of three replicas (wrk);                ceiling: one replica alone
+    (skipped, saying why, without nats-server or a PostgreSQL server on 127.0.0.1:5432)
 
 Measurements run one at a time, each cold load in a fresh interpreter. Sizes of 1, 2, 7, 8 and 9
-come from ``--sizes`` (S3: those up to 100,000, or ``--s3-sizes``); 4, 5 and 6 run at the largest size.
+come from ``--sizes`` (S3: those up to 100,000, or ``--s3-sizes``); 4, 5 and 6 run at the largest size,
+10 at the smallest S3 size.
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ from .latency import measure_latency, measure_watch_floor
 from .machine import describe_machine
 from .page import PAGE_NOTE, bench_page
 from .procs import bench_env, run_child
+from .replicas import REPLICAS_NOTE, bench_replicas
 from .report import Row, render_results
 from .restart import remove_restart_files
 from .seaweed import SeaweedFS, find_weed
 
-BENCHMARKS = ("folder", "latency", "memory", "api", "s3", "page")
+BENCHMARKS = ("folder", "latency", "memory", "api", "s3", "page", "replicas")
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
@@ -363,6 +370,7 @@ def notes(threads: int, changes: int, concurrency: int, duration: float, rounds:
         "after the load or restart minus before it (imports done, store open), per user; beside the "
         "index's own RSS per user at the same size, measured as in 5.",
         PAGE_NOTE,
+        REPLICAS_NOTE,
     ]
 
 
@@ -402,7 +410,11 @@ def run_suite(args: argparse.Namespace) -> None:
             rows += _run_s3(Path(tmp) / "seaweed", s3_sizes, args.repeat, raw)
         if "page" in only:
             rows += bench_page(sizes, raw, log)
-    rows.sort(key=lambda row: row.bench)  # stable: sizes stay in order within a benchmark
+        if "replicas" in only:
+            users = min(s3_sizes or sizes)
+            log(f"replicas: three replicas on JetStream at {users:,} users")
+            rows += bench_replicas(Path(tmp) / "replicas", users, args.repeat, args.duration, raw, log)
+    rows.sort(key=lambda row: int(row.bench))  # stable: sizes stay in order within a benchmark
     header = "\n".join(
         [
             "# userdata benchmarks",
@@ -465,7 +477,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", type=_sizes, default=[10_000], help="users, comma-separated (10000)")
     parser.add_argument("--s3-sizes", type=_sizes, help="users for S3 (default: the sizes up to 100000)")
     parser.add_argument("--only", type=lambda s: s.split(","), default=list(BENCHMARKS), help=",".join(BENCHMARKS))
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each small cold load (3)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of small cold loads and of 10 (3)")
     parser.add_argument("--changes", type=int, default=200, help="changes timed for the latency (200)")
     parser.add_argument("--concurrency", type=int, default=16, help="load generator connections (16)")
     parser.add_argument("--duration", type=float, default=3.0, help="seconds per load run (3)")

@@ -1,10 +1,13 @@
-"""The deployment: docker-compose.yml and the Dockerfile, checked statically, and the compose
-topology run as plain processes.
+"""The deployment: docker-compose.yml, deploy/haproxy.cfg and the Dockerfile, checked statically,
+and the compose topology run as plain processes.
 
-No Docker engine runs here, so the end-to-end test plays the compose file itself: SeaweedFS
-stands in for MinIO, the machine's PostgreSQL for the postgres service, and the service runs as
-``python -m userdata`` with the environment of the compose file's services, their hostnames
-mapped to loopback ports.
+No Docker engine runs here, so the end-to-end test plays the compose file itself: a nats-server
+of the test's own for the nats service, SeaweedFS for MinIO (with bench/bridge.py publishing its
+changes to JetStream as MinIO's NATS target would: MinIO's own publisher stays untested, its
+settings are checked statically), a database of the test's own on the machine's PostgreSQL for
+the postgres service, the app's replicas as ``python -m userdata`` with the environment of the
+compose file's services (their hostnames mapped to loopback ports), and Debian's haproxy on
+deploy/haproxy.cfg for the load balancer.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import configparser
 import csv
 import datetime as dt
 import importlib.metadata
+import inspect
 import io
 import json
 import os
@@ -25,25 +29,32 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote_plus, urlsplit, urlunsplit
+from typing import Any
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import aiohttp
 import asyncpg
 import pytest
 import yaml
+from haproxyserver import HAProxy, Section, haproxy_binary, local_config, sections
 from helpers import SpyStore, fast_settings, wait_until
+from natsserver import NatsServer, nats_binary
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
-from pgserver import own_database, run_async
+from pgserver import own_database
+from prometheus_client.parser import text_string_to_metric_families
+from proxy import FaultProxy
 from seaweed import SeaweedFS, free_ports, s3_client
 
+from bench.bridge import PROBE, Bridge
+from userdata.live import Broadcaster
 from userdata.settings import OPTIONS, Settings, resolve
 from userdata.stores.folder import FolderStore
 
@@ -51,22 +62,28 @@ ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 CONSTRAINTS = ROOT / "constraints.txt"
+HAPROXY_CONFIG = ROOT / "deploy" / "haproxy.cfg"
 
 MINIO_IMAGE = "quay.io/minio/minio:RELEASE.2025-09-07T16-13-09Z"
 MC_IMAGE = "quay.io/minio/mc:RELEASE.2025-08-13T08-35-41Z"
+#: Exact versions, the alpine variants: NATS's has the busybox wget of its healthcheck, and both
+#: are the images' small ones. HAProxy's is an LTS branch (2.8), whose configuration Debian's
+#: 2.6 (the tests') reads alike.
+NATS_IMAGE = re.compile(r"nats:\d+\.\d+\.\d+-alpine")
+HAPROXY_IMAGE = re.compile(r"haproxy:2\.8\.\d+-alpine")
+#: Where the haproxy image reads its configuration.
+HAPROXY_IMAGE_CONFIG = "/usr/local/etc/haproxy/haproxy.cfg"
 MINIO_API_PORT = 9000  # MinIO's default; the compose file does not pass --address
 POSTGRES_PORT = 5432  # the postgres image's default
+NATS_PORT = 4222  # nats-server's default client port
 #: Values for every variable the compose file reads, all unlike its defaults: a cross-check that
 #: holds with both proves that both sides read the same variable.
 OVERRIDES = {
     "MINIO_ROOT_USER": "alice",
     "MINIO_ROOT_PASSWORD": "alice-secret-1",
     "POSTGRES_PASSWORD": "pg-secret-2",
-    "USERDATA_WEBHOOK_TOKEN": "token-3",
 }
 WAIT = 30.0  # seconds for any one condition of the end-to-end test
-
-T = TypeVar("T")
 
 
 # --- docker-compose.yml as compose reads it ---------------------------------------------------
@@ -176,6 +193,49 @@ def command_starting(commands: list[list[str]], *prefix: str) -> list[str]:
     return matching[0]
 
 
+def flag(command: list[str], *names: str) -> str | None:
+    """The value after the one of ``names`` in ``command``, or None where none is given."""
+    given = [n for n in command if n in names]
+    assert len(given) <= 1, f"{names} given twice in {command}"
+    return command[command.index(given[0]) + 1] if given else None
+
+
+def nats_client_port(nats: Mapping[str, Any]) -> int:
+    return int(flag(nats["command"], "-p", "--port") or NATS_PORT)
+
+
+def nats_monitor_port(nats: Mapping[str, Any]) -> int:
+    port = flag(nats["command"], "-m", "--http_port")
+    assert port, f"no monitoring port in {nats['command']}: the healthcheck needs one"
+    return int(port)
+
+
+def nats_target(services: Mapping[str, Any]) -> str:
+    """The ID of MinIO's NATS target that createbuckets subscribes the bucket to."""
+    event = command_starting(shell_commands(services["createbuckets"]), "mc", "event", "add")
+    (arn,) = [w for w in event if w.startswith("arn:")]
+    target = re.fullmatch(r"arn:minio:sqs::(\w+):nats", arn)
+    assert target, arn
+    return target.group(1)
+
+
+def lb_config() -> list[Section]:
+    return sections(HAPROXY_CONFIG.read_text())
+
+
+def section(found: list[Section], keyword: str, name: str | None = None) -> Section:
+    matching = [s for s in found if s.keyword == keyword and name in (None, s.name)]
+    assert len(matching) == 1, f"one {keyword} {name or ''} in {HAPROXY_CONFIG.name}: {matching}"
+    return matching[0]
+
+
+def haproxy_seconds(text: str) -> float:
+    """An HAProxy time (``500ms``, ``10s``, ``5m``, ``1h``, ``1d``; a bare number is milliseconds)."""
+    number, unit = re.fullmatch(r"(\d+)(us|ms|s|m|h|d)?", text).groups()  # type: ignore[union-attr]
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400}[unit or "ms"]
+    return int(number) * scale
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict[str, Any]:
     return load_compose()
@@ -263,6 +323,8 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
     assert services["minio"]["image"] == MINIO_IMAGE
     assert services["createbuckets"]["image"] == MC_IMAGE
     assert re.fullmatch(r"postgres:\d+-alpine", services["postgres"]["image"]), services["postgres"]["image"]
+    assert NATS_IMAGE.fullmatch(services["nats"]["image"]), services["nats"]["image"]
+    assert HAPROXY_IMAGE.fullmatch(services["lb"]["image"]), services["lb"]["image"]
     for name, service in services.items():
         if "build" in service:
             assert service["build"] == ".", name  # the project's Dockerfile
@@ -277,11 +339,20 @@ def test_images_are_pinned(compose: dict[str, Any]) -> None:
 def test_startup_order(compose: dict[str, Any]) -> None:
     order = {name: depends_on(service) for name, service in compose["services"].items()}
     assert order == {
-        "minio": {},
+        "nats": {},
+        # MinIO's NATS target connects at start; events wait in its queue until the stream exists
+        "minio": {"nats": "service_healthy"},
         "createbuckets": {"minio": "service_healthy"},
         "demo": {"createbuckets": "service_completed_successfully"},
         "postgres": {},
-        "app": {"minio": "service_healthy", "postgres": "service_healthy", "demo": "service_completed_successfully"},
+        "app": {
+            "minio": "service_healthy",
+            "nats": "service_healthy",
+            "postgres": "service_healthy",
+            "demo": "service_completed_successfully",
+        },
+        # HAProxy finds the replicas itself and sends requests only to the ready ones
+        "lb": {"app": "service_started"},
     }
 
 
@@ -292,6 +363,8 @@ def test_what_is_awaited_can_be_awaited(compose: dict[str, Any]) -> None:
             target = services[dependency]
             if condition == "service_healthy":
                 assert target["healthcheck"]["test"], f"{name} waits for {dependency}'s health"
+            elif condition == "service_started":
+                assert target.get("restart", "no") != "no", f"{name} waits for {dependency}, a one-shot, to start"
             else:
                 assert condition == "service_completed_successfully", f"{name}: {condition}"
                 # a one-shot that compose restarted would never count as completed
@@ -309,6 +382,12 @@ def test_healthchecks(compose: dict[str, Any], dockerfile: list[Instruction]) ->
     assert app[:2] == ["CMD", "python"], app  # the slim image has no curl
     assert health_port(app[1:]) == app_settings(compose).port
     assert app[1:] == healthcheck_command(only(dockerfile, "HEALTHCHECK"))
+    # NATS: busybox's wget (the alpine image's) on the monitoring port; healthy once JetStream runs
+    nats = services["nats"]["healthcheck"]["test"]
+    assert nats[:2] == ["CMD", "wget"] and services["nats"]["image"].endswith("-alpine"), nats
+    url = urlsplit(nats[-1])
+    assert (url.hostname, url.port, url.path) == ("127.0.0.1", nats_monitor_port(services["nats"]), "/healthz")
+    assert parse_qs(url.query) == {"js-enabled-only": ["true"]}
 
 
 def test_every_long_running_service_restarts(compose: dict[str, Any]) -> None:
@@ -329,22 +408,56 @@ def test_ports(compose: dict[str, Any]) -> None:
     minio_command = services["minio"]["command"]
     console = int(minio_command[minio_command.index("--console-address") + 1].lstrip(":"))
     assert published_ports(services["minio"]) == {MINIO_API_PORT: MINIO_API_PORT, console: console}
+    # The app is reached through the load balancer only, on the port it had alone
     port = app_settings(compose).port
-    assert published_ports(services["app"]) == {port: port}
+    assert "ports" not in services["app"]  # replicas would fight over one host port
+    ((_, bind),) = section(lb_config(), "frontend").starting("bind")
+    assert published_ports(services["lb"]) == {int(bind.rpartition(":")[2]): port}
     assert "ports" not in services["postgres"]  # reached with `docker compose exec`; 5432 may be taken
+    assert "ports" not in services["nats"]  # reached on the compose network only
+    for name, service in services.items():
+        for entry in service.get("ports", []):
+            assert str(entry).startswith("127.0.0.1:"), f"{name}: {entry} is published beyond loopback"
 
 
-def test_minio_data_is_compose_data_and_read_only_for_the_app(compose: dict[str, Any]) -> None:
+def test_minio_data_is_compose_data_and_not_the_apps(compose: dict[str, Any]) -> None:
     services = compose["services"]
     minio_command = services["minio"]["command"]
     data_dir = minio_command[minio_command.index("server") + 1]
     (minio_data,) = [m for m in mounts(services["minio"]) if m.target == data_dir]
     assert posixpath.normpath(minio_data.source) == "compose-data/minio"
+    # The stream names every change: a replica needs nothing of MinIO's disk, so it can run
+    # anywhere, and no watcher repeats what the stream says.
+    assert "volumes" not in services["app"]
     settings = app_settings(compose)
-    (app_view,) = [m for m in mounts(services["app"]) if m.target == str(settings.data_dir)]
-    assert app_view.source == minio_data.source
-    assert app_view.read_only
-    assert settings.s3_endpoint  # the data dir is only a source of hints: objects come through S3
+    assert settings.s3_endpoint and settings.data_dir is None
+
+
+def test_the_app_runs_replicas(compose: dict[str, Any]) -> None:
+    app = compose["services"]["app"]
+    assert app["deploy"]["replicas"] >= 2
+    assert "container_name" not in app  # one name cannot be given to several containers
+    settings = app_settings(compose)
+    # with the database, the replicas elect their writer; none is told to stay read-only
+    assert settings.nats_url and settings.database_url and not settings.read_only
+
+
+def test_nats_keeps_its_stream_on_a_volume(compose_variants: dict[str, Any]) -> None:
+    nats = compose_variants["services"]["nats"]
+    command = nats["command"]
+    assert command[0] == "nats-server" and ("-js" in command or "--jetstream" in command), command
+    store = flag(command, "-sd", "--store_dir")
+    assert store, command
+    (volume,) = [m for m in mounts(nats) if m.target == store]
+    assert volume.source in compose_variants["volumes"] and not volume.read_only
+
+
+def test_the_app_reads_the_nats_services_stream(compose_variants: dict[str, Any]) -> None:
+    services = compose_variants["services"]
+    settings = resolve({}, environment(services["app"]))
+    url = urlsplit(settings.nats_url or "")
+    assert (url.scheme, url.hostname, url.port) == ("nats", "nats", nats_client_port(services["nats"]))
+    assert url.hostname in services
 
 
 def test_no_service_shares_the_folder_store(compose: dict[str, Any]) -> None:
@@ -364,7 +477,9 @@ def test_app_environment_names_real_options(compose: dict[str, Any]) -> None:
         assert not unknown, f"{name}: {unknown}"
     settings = app_settings(compose)  # resolves, so every value converts too
     assert settings.host == "0.0.0.0"  # reachable from the other containers
-    assert settings.database_url and settings.webhook_token
+    assert settings.database_url and settings.nats_url
+    # No webhook: through the load balancer, MinIO's posts would reach one replica only
+    assert settings.webhook_token is None
 
 
 def test_demo_uploads_where_the_app_reads(compose: dict[str, Any]) -> None:
@@ -413,32 +528,103 @@ def test_database_url_is_the_postgres_service(compose_variants: dict[str, Any]) 
     ]
 
 
-def test_minio_webhook_reaches_the_app(compose_variants: dict[str, Any]) -> None:
+def test_minio_publishes_to_the_apps_stream(compose_variants: dict[str, Any]) -> None:
     services = compose_variants["services"]
     minio = environment(services["minio"])
     settings = resolve({}, environment(services["app"]))
-    # createbuckets subscribes the bucket to the target named in its ARN
-    event = command_starting(shell_commands(services["createbuckets"]), "mc", "event", "add")
-    (arn,) = [w for w in event if w.startswith("arn:")]
-    target = re.fullmatch(r"arn:minio:sqs::(\w+):webhook", arn)
-    assert target, arn
-    suffix = target.group(1)
-    assert minio[f"MINIO_NOTIFY_WEBHOOK_ENABLE_{suffix}"] == "on"
-    endpoint = urlsplit(minio[f"MINIO_NOTIFY_WEBHOOK_ENDPOINT_{suffix}"])
-    assert (endpoint.hostname, endpoint.port, endpoint.path) == ("app", settings.port, "/events")
-    assert endpoint.hostname in services
-    assert minio[f"MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_{suffix}"] == settings.webhook_token
-    assert settings.webhook_token
+    # createbuckets subscribes the bucket to the target named in its ARN, the only one set up
+    target = nats_target(services)
+    enabled = {m.group(1) for v in minio if (m := re.fullmatch(r"MINIO_NOTIFY_(\w+?)_ENABLE_(\w+)", v))}
+    assert enabled == {"NATS"} and minio[f"MINIO_NOTIFY_NATS_ENABLE_{target}"] == "on", sorted(minio)
+    host, _, port = minio[f"MINIO_NOTIFY_NATS_ADDRESS_{target}"].rpartition(":")
+    assert (host, int(port)) == ("nats", nats_client_port(services["nats"]))
+    assert host in services
+    assert minio[f"MINIO_NOTIFY_NATS_SUBJECT_{target}"] == settings.nats_subject
+    # into the stream, acknowledged, not core NATS's fire and forget
+    assert minio[f"MINIO_NOTIFY_NATS_JETSTREAM_{target}"] == "on"
+    # a PUT or DELETE answers once its event is queued or sent
+    assert minio["MINIO_API_SYNC_EVENTS"] == "on"
     # Queued events outlive a restart of MinIO's container only on a volume; not in the data
-    # directory, which the app watches.
-    queue = minio[f"MINIO_NOTIFY_WEBHOOK_QUEUE_DIR_{suffix}"]
+    # directory, MinIO's tree of objects.
+    queue = minio[f"MINIO_NOTIFY_NATS_QUEUE_DIR_{target}"]
+    minio_command = services["minio"]["command"]
+    data_dir = minio_command[minio_command.index("server") + 1]
+    assert not (queue + "/").startswith(data_dir.rstrip("/") + "/"), queue
     (volume,) = [m for m in mounts(services["minio"]) if queue.startswith(m.target.rstrip("/") + "/")]
     assert volume.source in compose_variants["volumes"], volume
     # the subscription covers what the app reads: its bucket, its prefix, creations and deletions
+    event = command_starting(shell_commands(services["createbuckets"]), "mc", "event", "add")
     assert event[event.index("--prefix") + 1] == settings.prefix
     assert set(event[event.index("--event") + 1].split(",")) >= {"put", "delete"}
     assert f"local/{settings.bucket}" in event
     assert "--ignore-existing" in event  # createbuckets runs again on every `make up`
+
+
+def test_the_load_balancer_sends_requests_to_ready_replicas(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    lb, settings = services["lb"], app_settings(compose)
+    (config,) = mounts(lb)  # the file of this project, where the image reads it, read-only
+    assert (ROOT / config.source).resolve() == HAPROXY_CONFIG and config.target == HAPROXY_IMAGE_CONFIG
+    assert config.read_only
+    found = lb_config()
+    frontend = section(found, "frontend")
+    ((_, backend_name),) = frontend.starting("default_backend")
+    backend = section(found, "backend", backend_name)
+    # one slot per replica to come, filled from the app service's name at its port
+    ((_, _, slots, address, *options),) = backend.starting("server-template")
+    host, _, port = address.rpartition(":")
+    assert (host, int(port)) == ("app", settings.port) and host in services
+    assert int(slots) >= 5 * services["app"]["deploy"]["replicas"], "room to scale"
+    assert "check" in options
+    resolvers = section(found, "resolvers", options[options.index("resolvers") + 1])
+    assert resolvers.starting("nameserver")[0][2:] == ("127.0.0.11:53",)  # Docker's own DNS
+    assert options[options.index("init-addr") + 1] == "none"  # starts before the replicas resolve
+    # readiness decides: a replica loading or catching up gets nothing
+    assert backend.starting("option", "httpchk") == [("option", "httpchk", "GET", "/readyz")]
+    assert backend.starting("http-check", "expect") == [("http-check", "expect", "status", "200")]
+    # /updates streams for as long as a page is open, with a comment at least every keepalive
+    timeouts = {line[1]: haproxy_seconds(line[2]) for line in section(found, "defaults").starting("timeout")}
+    keepalive = inspect.signature(Broadcaster).parameters["keepalive"].default
+    assert min(timeouts["client"], timeouts["server"]) >= 2 * keepalive, timeouts
+
+
+def test_haproxy_takes_the_config(tmp_path: Path) -> None:
+    haproxy = HAProxy(haproxy_binary(), tmp_path)
+    done = haproxy.check(HAPROXY_CONFIG)
+    assert done.returncode == 0 and "WARNING" not in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_the_nats_healthcheck_passes_on_a_nats_server(compose: dict[str, Any], tmp_path: Path) -> None:
+    # The service's command, as written but for its addresses (loopback ports of this test's
+    # own) and its store (a folder here); then the healthcheck's URL, as busybox's wget asks it.
+    nats = compose["services"]["nats"]
+    client, monitor = free_ports(2)
+    command = list(nats["command"])
+    assert command[0] == "nats-server", command
+    command[0] = nats_binary()
+    command[command.index("-sd") + 1] = str(tmp_path / "js")
+    command[command.index("-m") + 1] = str(monitor)
+    url = nats["healthcheck"]["test"][-1].replace(f":{nats_monitor_port(nats)}/", f":{monitor}/")
+    log = tmp_path / "nats.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([*command, "-a", "127.0.0.1", "-p", str(client)], stdout=out, stderr=out)
+
+    def healthy() -> bool:
+        assert process.poll() is None, log.read_text()
+        try:
+            with urllib.request.urlopen(url, timeout=5) as answer:
+                return bool(answer.status == 200)
+        except OSError:  # not listening yet (an HTTP error is one too)
+            return False
+
+    try:
+        deadline = time.monotonic() + WAIT
+        while not healthy():
+            assert time.monotonic() < deadline, f"{url}: no 200 within {WAIT} s\n{log.read_text()}"
+            time.sleep(0.05)  # polled until the deadline above
+    finally:
+        process.terminate()
+        process.wait(10)
 
 
 def test_createbuckets_makes_the_apps_bucket(compose: dict[str, Any]) -> None:
@@ -678,30 +864,6 @@ def test_make_up_and_down_run_compose() -> None:
 # --- the compose topology as plain processes ----------------------------------------------------
 
 
-def wait_for(predicate: Callable[[], T | None], what: str, process: subprocess.Popen[bytes] | None = None) -> T:
-    """Poll ``predicate`` until it returns something true; fail after WAIT seconds or if
-    ``process`` exits."""
-    deadline = time.monotonic() + WAIT
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if process is not None and process.poll() is not None:
-            raise AssertionError(f"the service exited with {process.returncode} while waiting for {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {WAIT} s")
-        time.sleep(0.05)
-
-
-def http(method: str, url: str, body: bytes | None = None, headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(url, data=body, method=method, headers=dict(headers or {}))
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read() or b"null")
-
-
 def moved(url: str, host: str, port: int, to: str) -> str:
     """``url`` with the compose address ``host:port`` replaced by ``to``, a loopback address."""
     parts = urlsplit(url)
@@ -728,20 +890,16 @@ def userdata_argv(command: list[str]) -> list[str]:
     return [sys.executable, "-m", "userdata", *command[1:]]
 
 
-def table_rows(database_url: str) -> list[tuple[Any, ...]] | None:
+async def table_rows(database_url: str) -> list[tuple[Any, ...]] | None:
     """The users table, sorted, or None while the service has not created it."""
-
-    async def fetch() -> list[tuple[Any, ...]] | None:
-        con = await asyncpg.connect(database_url, timeout=10)
-        try:
-            rows = await con.fetch("SELECT user_id, first_name, last_name, birthdate, img_path FROM users")
-        except asyncpg.UndefinedTableError:
-            return None
-        finally:
-            await con.close()
-        return sorted(tuple(r) for r in rows)
-
-    return run_async(fetch)
+    con = await asyncpg.connect(database_url, timeout=10)
+    try:
+        rows = await con.fetch("SELECT user_id, first_name, last_name, birthdate, img_path FROM users")
+    except asyncpg.UndefinedTableError:
+        return None
+    finally:
+        await con.close()
+    return sorted(tuple(r) for r in rows)
 
 
 def birthdate(birthts: int) -> dt.datetime:
@@ -766,25 +924,80 @@ def database_url() -> Iterator[str]:
         yield url
 
 
-@dataclass(frozen=True)
-class Topology:
-    """The service running as compose would run it, and how this test reaches it."""
+async def http(session: aiohttp.ClientSession, method: str, url: str) -> tuple[int, Any] | None:
+    """(status, the body as JSON, or as text where it is not: HAProxy's own errors are HTML), or
+    None where nothing answers (not listening yet, or any more)."""
+    try:
+        async with session.request(method, url, timeout=aiohttp.ClientTimeout(total=10)) as r:
+            text = await r.text()
+    except (aiohttp.ClientConnectionError, TimeoutError):
+        return None
+    try:
+        return r.status, json.loads(text)
+    except ValueError:
+        return r.status, text
 
+
+@dataclass
+class Replica:
+    """One ``userdata serve`` replica of the app service, on a loopback port, under the name the
+    load balancer gives its slot."""
+
+    name: str
     process: subprocess.Popen[bytes]
-    settings: Settings  # the service's, from its environment
-    base: str  # the service's URL on loopback
-    events_url: str  # MinIO's webhook endpoint, mapped to loopback
-    webhook_token: str  # the token MinIO sends
+    port: int
+    log: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@dataclass
+class Topology:
+    """The compose services running as processes, and how this test reaches them."""
+
+    session: aiohttp.ClientSession
+    settings: Settings  # the app's, from its environment
     client: Any  # S3, to change objects as data engineers do
     database_url: str
+    haproxy: HAProxy
+    lb: str = ""  # the load balancer's URL on loopback
+    backend: str = ""  # the load balancer's backend of the replicas
+    replicas: list[Replica] = field(default_factory=list)
 
-    def wait_for(self, predicate: Callable[[], T | None], what: str) -> T:
-        return wait_for(predicate, what, self.process)
+    async def get(self, url: str, path: str) -> Any:
+        answer = await http(self.session, "GET", url + path)
+        assert answer is not None and answer[0] == 200, f"GET {url}{path}: {answer}"
+        return answer[1]
 
-    def get(self, path: str) -> Any:
-        status, body = http("GET", self.base + path)
-        assert status == 200, body
-        return body
+    async def ready(self, replica: Replica) -> bool:
+        if replica.process.poll() is not None:
+            raise AssertionError(f"{replica.name} exited with {replica.process.returncode}")
+        answer = await http(self.session, "GET", replica.url + "/readyz")
+        return answer is not None and answer[0] == 200
+
+    async def role(self, replica: Replica) -> str | None:
+        answer = await http(self.session, "GET", replica.url + "/health")
+        return None if answer is None else answer[1].get("role")  # none until loaded
+
+    async def writers(self) -> list[Replica]:
+        running = [r for r in self.replicas if r.process.poll() is None]
+        return [r for r in running if await self.role(r) == "writer"]
+
+    async def answered(self, replica: Replica, route: str) -> float:
+        """How many requests for ``route`` the replica has answered (its /metrics)."""
+        async with self.session.get(replica.url + "/metrics", timeout=aiohttp.ClientTimeout(total=10)) as r:
+            text = await r.text()
+        (family,) = [f for f in text_string_to_metric_families(text) if f.name == "userdata_http_requests"]
+        return sum(s.value for s in family.samples if s.name.endswith("_total") and s.labels["route"] == route)
 
     def object(self, key: str) -> bytes | None:
         try:
@@ -792,21 +1005,144 @@ class Topology:
         except self.client.exceptions.NoSuchKey:
             return None
 
+    async def output_csv(self) -> list[dict[str, Any]] | None:
+        body = await asyncio.to_thread(self.object, self.settings.output_key)
+        return None if body is None else parse_output_csv(body)
 
-def test_compose_topology_as_processes(
+    def lb_says(self, replica: Replica, state: str) -> bool:
+        """Whether HAProxy has logged the replica's slot going ``UP`` or ``DOWN``."""
+        return f"Server {self.backend}/{replica.name} is {state}" in self.haproxy.output()
+
+    def logs(self) -> str:
+        parts = [f"--- {r.name} ---\n{r.output()[-3000:]}" for r in self.replicas]
+        return "\n".join([*parts, f"--- haproxy ---\n{self.haproxy.output()[-3000:]}"])
+
+
+def start_replica(name: str, env: Mapping[str, str], command: list[str], directory: Path) -> Replica:
+    (port,) = free_ports(1)
+    directory.mkdir()
+    log = directory / "service.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            userdata_argv(command),
+            env={**env, "USERDATA_PORT": str(port)},
+            cwd=directory,  # so nothing lands in the project's minio-data/ by mistake
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return Replica(name, process, port, log)
+
+
+def mkdir(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+@pytest.mark.timeout(180)
+async def test_compose_topology_as_processes(
     seaweedfs: SeaweedFS, database_url: str, compose: dict[str, Any], dockerfile: list[Instruction], tmp_path: Path
 ) -> None:
+    """nats, minio (SeaweedFS, MinIO's publisher played by bench/bridge.py), postgres, two app
+    replicas and lb (Debian's haproxy on deploy/haproxy.cfg), as compose wires them."""
     services = compose["services"]
     s3_address = urlsplit(seaweedfs.endpoint).netloc
     bucket = f"deploy-{uuid.uuid4().hex[:12]}"
     client = s3_client(seaweedfs.endpoint)
     client.create_bucket(Bucket=bucket)  # what createbuckets does for MinIO
-    (port,) = free_ports(1)
+    nats = NatsServer(nats_binary(), mkdir(tmp_path / "nats"))
+    haproxy = HAProxy(haproxy_binary(), mkdir(tmp_path / "lb"))
 
-    # The demo one-shot, with its compose environment pointed at this test's S3 server and bucket.
-    demo_env = environment(services["demo"])
-    demo = subprocess.run(
-        userdata_argv(services["demo"]["command"]),
+    # MinIO's publisher: what createbuckets subscribes (the prefix) goes to the NATS target's
+    # address and subject, here from SeaweedFS's filer; it duplicates and swaps some events on
+    # purpose, as MinIO's at-least-once delivery may.
+    minio_env = environment(services["minio"])
+    target = nats_target(services)
+    event_add = command_starting(shell_commands(services["createbuckets"]), "mc", "event", "add")
+    nats_host, nats_port = minio_env[f"MINIO_NOTIFY_NATS_ADDRESS_{target}"].rsplit(":", 1)
+    assert (nats_host, int(nats_port)) == ("nats", nats_client_port(services["nats"]))
+    filer = f"127.0.0.1:{seaweedfs.ports['filer.port']}.{seaweedfs.ports['filer.port.grpc']}"
+    bridge = Bridge(
+        seaweedfs.weed,
+        filer,
+        bucket,
+        event_add[event_add.index("--prefix") + 1],
+        nats.url,
+        minio_env[f"MINIO_NOTIFY_NATS_SUBJECT_{target}"],
+    )
+
+    # The app's environment, its hostnames mapped to this test's servers. The machine's
+    # PostgreSQL knows neither the compose file's user nor its database, so the URL is this
+    # test's whole; test_database_url_is_the_postgres_service checks the compose one.
+    app_env = environment(services["app"])
+    moved(app_env["USERDATA_DATABASE_URL"], "postgres", POSTGRES_PORT, "127.0.0.1")
+    env = local_environment(
+        app_env,
+        USERDATA_S3_ENDPOINT=moved(app_env["USERDATA_S3_ENDPOINT"], "minio", MINIO_API_PORT, s3_address),
+        USERDATA_NATS_URL=moved(
+            app_env["USERDATA_NATS_URL"], "nats", nats_client_port(services["nats"]), urlsplit(nats.url).netloc
+        ),
+        USERDATA_DATABASE_URL=database_url,
+        USERDATA_BUCKET=bucket,
+        USERDATA_HOST="127.0.0.1",  # loopback only; 0.0.0.0 is for the container
+        # No periodic rescan: what a replica learns after its load, it learns from the stream.
+        USERDATA_RESCAN_INTERVAL="0",
+    )
+    command = only(dockerfile, "CMD").exec_form()
+    # A third replica whose S3 is cut until the test lets it through: it listens, and /readyz
+    # answers 503, as long as its first load cannot end.
+    held_s3 = FaultProxy(seaweedfs.ports["s3.port"]).start()
+    held_s3.cut()
+    async with aiohttp.ClientSession() as session:
+        topology = Topology(session, resolve({}, env), client, database_url, haproxy)
+        try:
+            nats.start()
+            await asyncio.to_thread(bridge.start, lambda: client.put_object(Bucket=bucket, Key=PROBE, Body=b"probe"))
+            await _run_demo(services["demo"], s3_address, bucket, tmp_path)
+            for n in (1, 2):
+                topology.replicas.append(start_replica(f"app{n}", env, command, tmp_path / f"app{n}"))
+            for replica in topology.replicas:
+                await wait_until(partial(topology.ready, replica), WAIT, f"{replica.name} ready")
+            held_env = {**env, "USERDATA_S3_ENDPOINT": held_s3.endpoint}
+            held = start_replica("app3", held_env, command, tmp_path / "app3")
+            topology.replicas.append(held)
+
+            async def starting() -> bool:
+                answer = await http(session, "GET", held.url + "/readyz")
+                return answer is not None and answer[0] == 503
+
+            await wait_until(starting, WAIT, "the held replica's /readyz 503")
+            await _start_lb(topology)
+            data = await _check_through_the_lb(topology, held)
+            data = await _check_events_reach_every_replica(topology, data)
+            held_s3.restore()
+            await _check_a_replica_that_becomes_ready_gets_requests(topology, held, data)
+            await _check_a_stopped_writer(topology, data)
+            for replica in topology.replicas:
+                if replica.process.poll() is None:
+                    replica.process.send_signal(signal.SIGTERM)
+                    code = await asyncio.to_thread(replica.process.wait, 15)
+                    assert code == 0, f"{replica.name} exited with {code}"
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{topology.logs()}") from e
+        finally:
+            for replica in topology.replicas:
+                if replica.process.poll() is None:
+                    replica.process.kill()
+                    replica.process.wait(10)
+            haproxy.stop()
+            counts = bridge.stop()
+            nats.stop()
+            held_s3.stop()
+    assert counts["published"] >= counts["events"] > 100, counts  # the demo's, then the test's
+
+
+async def _run_demo(demo: Mapping[str, Any], s3_address: str, bucket: str, tmp_path: Path) -> None:
+    """The demo one-shot, with its compose environment pointed at this test's S3 server and bucket."""
+    demo_env = environment(demo)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        userdata_argv(demo["command"]),
         env=local_environment(
             demo_env,
             USERDATA_S3_ENDPOINT=moved(demo_env["USERDATA_S3_ENDPOINT"], "minio", MINIO_API_PORT, s3_address),
@@ -816,111 +1152,118 @@ def test_compose_topology_as_processes(
         capture_output=True,
         timeout=WAIT,
     )
-    assert demo.returncode == 0, demo.stderr.decode(errors="replace")
-
-    app_env = environment(services["app"])
-    # The machine's server knows neither the compose file's user nor its database, so the URL is
-    # this test's whole; test_database_url_is_the_postgres_service checks the compose one.
-    moved(app_env["USERDATA_DATABASE_URL"], "postgres", POSTGRES_PORT, "127.0.0.1")
-    env = local_environment(
-        app_env,
-        USERDATA_S3_ENDPOINT=moved(app_env["USERDATA_S3_ENDPOINT"], "minio", MINIO_API_PORT, s3_address),
-        USERDATA_DATABASE_URL=database_url,
-        USERDATA_BUCKET=bucket,
-        USERDATA_HOST="127.0.0.1",  # loopback only; 0.0.0.0 is for the container
-        USERDATA_PORT=str(port),
-        # No MinIO data directory here (SeaweedFS keeps another tree), so no watcher: the webhook
-        # alone tells the service about a change, and without periodic rescans only it can.
-        USERDATA_DATA_DIR=None,
-        USERDATA_RESCAN_INTERVAL="0",
-    )
-    minio_env = environment(services["minio"])
-    log_path = tmp_path / "service.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            userdata_argv(only(dockerfile, "CMD").exec_form()),
-            env=env,
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    topology = Topology(
-        process=process,
-        settings=resolve({}, env),
-        base=f"http://127.0.0.1:{port}",
-        events_url=moved(
-            minio_env["MINIO_NOTIFY_WEBHOOK_ENDPOINT_USERDATA"], "app", app_settings(compose).port, f"127.0.0.1:{port}"
-        ),
-        webhook_token=minio_env["MINIO_NOTIFY_WEBHOOK_AUTH_TOKEN_USERDATA"],
-        client=client,
-        database_url=database_url,
-    )
-    try:
-        try:
-            data = _check_loaded(topology)
-            _check_webhook(topology, data)
-        except AssertionError as e:
-            raise AssertionError(f"{e}\n--- service log ---\n{log_path.read_text(errors='replace')[-4000:]}") from e
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=15) == 0, log_path.read_text(errors="replace")[-4000:]
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
+    assert done.returncode == 0, done.stderr.decode(errors="replace")
 
 
-def _check_loaded(topology: Topology) -> list[dict[str, Any]]:
-    """Healthy with the demo users, and both sinks equal to /data; returns /data."""
+async def _start_lb(topology: Topology) -> None:
+    """deploy/haproxy.cfg with the slots of the app service filled by the replicas' addresses,
+    once HAProxy has taken the held replica out (it counts every server up until a check says
+    otherwise)."""
+    text = HAPROXY_CONFIG.read_text()
+    (frontend,) = [s for s in sections(text) if s.keyword == "frontend"]
+    ((_, topology.backend),) = frontend.starting("default_backend")
+    (port,) = free_ports(1)
+    topology.haproxy.start(local_config(text, [r.address for r in topology.replicas], port), port)
+    topology.lb = f"http://127.0.0.1:{port}"
+    held = topology.replicas[-1]
+    await wait_until(lambda: topology.lb_says(held, "DOWN"), WAIT, "HAProxy taking out the replica not ready")
 
-    def healthy() -> dict[str, Any] | None:
-        try:
-            status, body = http("GET", topology.base + "/health")
-        except OSError:  # not listening yet
-            return None
-        return body if status == 200 and body["status"] == "ok" else None
 
-    health = topology.wait_for(healthy, "GET /health 200 ok")
-    data: list[dict[str, Any]] = topology.get("/data")
+async def _check_through_the_lb(topology: Topology, held: Replica) -> list[dict[str, Any]]:
+    """The demo users through the LB, every answer from a ready replica, exactly one writer, and
+    output.csv and the table written; returns /data."""
     prefix = topology.settings.prefix
     listing = topology.client.list_objects_v2(Bucket=topology.settings.bucket, Prefix=prefix)["Contents"]
     uploaded = {o["Key"][len(prefix) : -len(".csv")] for o in listing if o["Key"].endswith(".csv")}
-    assert len(data) == 100 == health["users"]
-    assert {r["user_id"] for r in data} == uploaded
+    data: list[dict[str, Any]] = await topology.get(topology.lb, "/data")
+    assert len(data) == 100 and {r["user_id"] for r in data} == uploaded
 
-    topology.wait_for(lambda: table_rows(topology.database_url) == as_rows(data), "the users table equal to /data")
+    # The held replica would answer /stats too (from an empty index): its own count of /stats
+    # requests tells whether any reached it.
+    ready = [r for r in topology.replicas if r is not held]
+    before = {r.name: await topology.answered(r, "/stats") for r in topology.replicas}
+    for _ in range(20):
+        stats = await topology.get(topology.lb, "/stats")
+        assert stats["count"] == len(data), stats
+    after = {r.name: await topology.answered(r, "/stats") for r in topology.replicas}
+    assert after[held.name] == before[held.name], (before, after)
+    assert all(after[r.name] > before[r.name] for r in ready), (before, after)  # spread over both
+    assert sum(after.values()) - sum(before.values()) == 20, (before, after)
 
-    def output_csv() -> list[dict[str, Any]] | None:
-        body = topology.object(topology.settings.output_key)
-        return None if body is None else parse_output_csv(body)
+    async def one_writer() -> bool:
+        return len(await topology.writers()) == 1 and all([await topology.role(r) for r in ready])
 
-    assert topology.wait_for(output_csv, "output.csv in the bucket") == data
+    await wait_until(one_writer, WAIT, "exactly one writer, the other replica a reader")
+    assert await topology.role(held) is None  # not loaded: no role yet
+    await _check_sinks(topology, data)
     return data
 
 
-def _check_webhook(topology: Topology, data: list[dict[str, Any]]) -> None:
-    """A CSV uploaded through S3 shows once MinIO's webhook names it, and only then."""
-    key = f"{topology.settings.prefix}webhook.csv"
-    csv_body = b"first_name, last_name, birthts\nWebb, Hook, 612302400000\n"
-    topology.client.put_object(Bucket=topology.settings.bucket, Key=key, Body=csv_body)
-    assert topology.get("/data") == data  # no watcher, no rescan: nothing has told the service yet
-    record: dict[str, Any] = {
-        "eventName": "s3:ObjectCreated:Put",
-        "s3": {
-            "bucket": {"name": topology.settings.bucket},
-            "object": {"key": quote_plus(key), "size": len(csv_body)},  # MinIO sends the key URL-encoded
-        },
-    }
-    event = {"EventName": "s3:ObjectCreated:Put", "Key": f"{topology.settings.bucket}/{key}", "Records": [record]}
-    body = json.dumps(event).encode()
+async def _check_sinks(topology: Topology, data: list[dict[str, Any]]) -> None:
+    async def written() -> bool:
+        return await topology.output_csv() == data and await table_rows(topology.database_url) == as_rows(data)
 
-    status, answer = http("POST", topology.events_url, body, {"Authorization": "Bearer not-the-token"})
-    assert status == 401, answer
-    status, answer = http("POST", topology.events_url, body, {"Authorization": f"Bearer {topology.webhook_token}"})
-    assert (status, answer) == (200, {"keys": 1})
+    await wait_until(written, WAIT, "output.csv and the users table equal to /data")
 
-    new_user: dict[str, Any] = {"user_id": "webhook", "first_name": "Webb", "last_name": "Hook"}
-    new_user |= {"birthts": 612302400000, "img_path": None}
-    expected = sorted([*data, new_user], key=lambda r: r["user_id"])
-    topology.wait_for(lambda: topology.get("/data") == expected, "the webhook's user in /data")
-    topology.wait_for(lambda: table_rows(topology.database_url) == as_rows(expected), "the webhook's user in the table")
+
+async def _check_events_reach_every_replica(topology: Topology, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A PUT and a DELETE in the bucket reach each ready replica through the stream; returns the
+    new /data."""
+    prefix, bucket = topology.settings.prefix, topology.settings.bucket
+    gone = data[0]["user_id"]
+    body = b"first_name, last_name, birthts\nNat, Stream, 612302400000\n"
+    await asyncio.to_thread(topology.client.put_object, Bucket=bucket, Key=f"{prefix}deploy.csv", Body=body)
+    await asyncio.to_thread(topology.client.delete_object, Bucket=bucket, Key=f"{prefix}{gone}.csv")
+    new_user = {"user_id": "deploy", "first_name": "Nat", "last_name": "Stream", "birthts": 612302400000}
+    expected = sorted([*(r for r in data if r["user_id"] != gone), new_user | {"img_path": None}], key=_user_id)
+    for replica in topology.replicas[:2]:
+
+        async def followed(r: Replica = replica) -> bool:
+            return bool(await topology.get(r.url, "/data") == expected)
+
+        await wait_until(followed, WAIT, f"the PUT and the DELETE in {replica.name}'s /data")
+    assert await topology.get(topology.lb, "/data") == expected
+    await _check_sinks(topology, expected)
+    return expected
+
+
+def _user_id(record: dict[str, Any]) -> str:
+    return str(record["user_id"])
+
+
+async def _check_a_replica_that_becomes_ready_gets_requests(
+    topology: Topology, held: Replica, data: list[dict[str, Any]]
+) -> None:
+    # Its first load waits out the store's backoff (a few seconds after so many failures).
+    await wait_until(lambda: topology.ready(held), 2 * WAIT, "the released replica ready")
+    assert await topology.get(held.url, "/data") == data  # loaded, then the stream's events
+    await wait_until(lambda: topology.lb_says(held, "UP"), WAIT, "HAProxy taking the replica in")
+    before = await topology.answered(held, "/stats")
+
+    async def served_by_it() -> bool:
+        stats = await topology.get(topology.lb, "/stats")
+        assert stats["count"] == len(data), stats
+        return await topology.answered(held, "/stats") > before
+
+    await wait_until(served_by_it, WAIT, "a request through the LB answered by the replica now ready")
+
+
+async def _check_a_stopped_writer(topology: Topology, data: list[dict[str, Any]]) -> None:
+    """The writer stopped with SIGTERM: every request through the LB meanwhile answered (by the
+    others), and one of them takes over the writing."""
+    (writer,) = await topology.writers()
+    epoch = (await topology.get(writer.url, "/health"))["epoch"]
+    writer.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + WAIT
+    while not topology.lb_says(writer, "DOWN"):  # requests all along, until HAProxy takes it out
+        assert time.monotonic() < deadline, f"HAProxy still counts {writer.name} up {WAIT} s after SIGTERM"
+        stats = await topology.get(topology.lb, "/stats")
+        assert stats["count"] == len(data), stats
+    assert await asyncio.to_thread(writer.process.wait, 15) == 0
+
+    async def taken_over() -> bool:
+        writers = await topology.writers()
+        return len(writers) == 1 and (await topology.get(writers[0].url, "/health"))["epoch"] > epoch
+
+    await wait_until(taken_over, WAIT, "another replica elected writer, with a higher epoch")
+    await _check_sinks(topology, data)

@@ -177,7 +177,6 @@ async def readiness(replica: Served, bucket: Bucket) -> list[int]:
 @pytest.fixture
 def nats(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(nats_binary(), tmp_path / "nats")
-    server.store.mkdir()
     server.start()
     yield server
     server.stop()

@@ -115,15 +115,23 @@ async def the_writer(services: list[Service]) -> Service:
     return next(s for s, role in zip(services, await roles(services), strict=True) if role == "writer")
 
 
-async def test_only_the_elected_writer_writes_and_another_takes_over_when_it_stops(
-    start_service: Start, s3: S3Bucket, throwaway_url: str, nats: NatsServer
-) -> None:
+async def two_users_three_replicas(
+    start_service: Start, s3: S3Bucket, url: str, nats: NatsServer
+) -> tuple[list[tuple[Service, CountingStore]], list[Service], Service]:
+    """Users 1 and 2 in the bucket, three replicas on them, and the writer once output.csv is written."""
     s3.put_user("1", "Ann")
     s3.put_user("2", "Bob")
-    replicas = await start_replicas(start_service, s3, throwaway_url, 3, nats)
+    replicas = await start_replicas(start_service, s3, url, 3, nats)
     services = [service for service, _ in replicas]
     writer = await the_writer(services)
     await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1", "2"], message="for output.csv")
+    return replicas, services, writer
+
+
+async def test_only_the_elected_writer_writes_and_another_takes_over_when_it_stops(
+    start_service: Start, s3: S3Bucket, throwaway_url: str, nats: NatsServer
+) -> None:
+    replicas, services, writer = await two_users_three_replicas(start_service, s3, throwaway_url, nats)
     await wait_until(lambda: not writer.output.dirty, message="for the writer's output to settle")
     await wait_until(lambda: table_ids(throwaway_url), message="for the table")
     assert await table_ids(throwaway_url) == ["1", "2"]
@@ -180,12 +188,7 @@ async def settled_writer(service: Service) -> None:
 async def test_a_takeover_writes_output_csv_and_its_hint_only_if_they_changed(
     start_service: Start, s3: S3Bucket, throwaway_url: str, nats: NatsServer
 ) -> None:
-    s3.put_user("1", "Ann")
-    s3.put_user("2", "Bob")
-    replicas = await start_replicas(start_service, s3, throwaway_url, 3, nats)
-    services = [service for service, _ in replicas]
-    first = await the_writer(services)
-    await wait_until(lambda: output_ids(s3.get(OUTPUT)) == ["1", "2"], message="for output.csv")
+    replicas, services, first = await two_users_three_replicas(start_service, s3, throwaway_url, nats)
     await wait_until(lambda: not first.output.dirty and first.output.hint_writes == 1, message="for the hint")
 
     # Unchanged data: the successor looks at both objects, finds its own bytes, writes neither.

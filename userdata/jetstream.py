@@ -26,7 +26,6 @@ import orjson
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoServersError
-from nats.errors import TimeoutError as NoEvents
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, BadRequestError, NotFoundError
 
@@ -215,7 +214,7 @@ class JetStreamEvents:
                     return
             try:
                 messages = await sub.fetch(self.batch, timeout=self.fetch_timeout)
-            except NoEvents:
+            except TimeoutError:  # nats.errors.TimeoutError, or from deeper in fetch a plain one
                 continue  # no events (a lost connection raises, or is found by its pings)
             self._take(messages)
 
