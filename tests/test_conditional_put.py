@@ -8,7 +8,6 @@ elected writer uses them) run on a folder.
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +186,8 @@ class Recording(SpyStore):
         super().__init__(store)
         #: the ETag each write_if was conditional on (None: unconditional)
         self.conditions: list[str | None] = []
+        #: the event loop's (monotonic) time of each write_if
+        self.tried_at: list[float] = []
         self.plain = 0
         self.meanwhile: Callable[[], object] | None = None
         self.refuse = False
@@ -204,6 +205,7 @@ class Recording(SpyStore):
 
     async def write_if(self, key: str, data: bytes, etag: str | None) -> str:
         self.conditions.append(etag)
+        self.tried_at.append(asyncio.get_running_loop().time())
         if self.refuse and etag is not None:
             raise PreconditionFailed(key, etag)
         return await super().write_if(key, data, etag)
@@ -270,18 +272,36 @@ async def test_a_new_writer_finding_no_object_writes_it_only_if_there_is_still_n
     assert path.read_bytes() == b"another replica's\n"
 
 
-async def test_a_store_refusing_the_etag_it_gives_costs_one_failure_not_a_loop(folder: tuple[Recording, Path]) -> None:
-    # A refusal of the ETag a look gave, and the same ETag seen again: nobody wrote meanwhile,
-    # the store will never take it, so the try after is unconditional.
+async def test_a_store_refusing_the_etag_it_gives_is_never_written_unconditionally(
+    folder: tuple[Recording, Path],
+) -> None:
+    # A refusal of the ETag a look gave, and the same ETag seen again, may be a store that never
+    # takes it, or another replica's write that brought the bytes back: the write fails again,
+    # conditional again, and the object is left as it is.
     store, path = folder
     path.write_bytes(b"old\n")
     store.refuse = True
     gate = WriteGate(store, conditional=True)
+    for _ in range(2):
+        with pytest.raises(PreconditionFailed):
+            await gate.write(KEY, b"ours\n")
+    assert store.conditions == [content_etag(b"old\n")] * 2 and store.plain == 0
+    assert path.read_bytes() == b"old\n"
+
+
+async def test_a_write_refused_and_the_object_back_to_bytes_seen_before_is_still_conditional(
+    folder: tuple[Recording, Path],
+) -> None:
+    store, path = folder
+    gate = WriteGate(store, conditional=True)
+    assert await gate.write(KEY, b"x\n") is True  # ours
+    path.write_bytes(b"y\n")  # another replica's
     with pytest.raises(PreconditionFailed):
-        await gate.write(KEY, b"ours\n")
-    assert await gate.write(KEY, b"ours\n") is True
-    assert store.conditions == [content_etag(b"old\n"), None]
-    assert path.read_bytes() == b"ours\n"
+        await gate.write(KEY, b"ours again\n")
+    path.write_bytes(b"x\n")  # and it went back to what we once wrote
+    assert await gate.write(KEY, b"ours again\n") is True
+    assert store.conditions == [ABSENT, content_etag(b"x\n"), content_etag(b"x\n")]
+    assert None not in store.conditions and store.plain == 0
 
 
 async def test_without_an_election_the_gate_writes_plainly_even_the_same_bytes(folder: tuple[Recording, Path]) -> None:
@@ -321,17 +341,16 @@ async def test_an_output_writer_taking_over_unchanged_data_writes_nothing_and_a_
 
 
 async def test_an_output_writer_refused_tries_again_after_its_backoff_and_then_lands(
-    folder: tuple[Recording, Path], caplog: pytest.LogCaptureFixture
+    folder: tuple[Recording, Path],
 ) -> None:
     # A refusal asks for everything to be compared with the store again (rewrite()), which must
     # not mean at once: a conflict that lasts would be tried again every settle delay, for good.
     store, path = folder
-    path.write_bytes(b"someone else's\n")
-    store.refuse = True  # the first try fails; the next, seeing the same ETag, is unconditional
+    path.write_bytes(b"old\n")
+    store.meanwhile = lambda: path.write_bytes(b"someone else's\n")  # lands after the look
     index = UserIndex()
     writer = OutputWriter(store, index, KEY, settle=0.01, max_delay=0.05, retry_delays=(0.2,))
     writer.gate = WriteGate(store, conditional=True)
-    caplog.set_level(logging.INFO, "userdata.sinks.output_csv")
     task = asyncio.create_task(writer.run())
     try:
         writer.notify(index.apply([UserRecord("1", "Ann", "Lee", 0, None)]))
@@ -339,8 +358,7 @@ async def test_an_output_writer_refused_tries_again_after_its_backoff_and_then_l
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert store.conditions == [content_etag(b"someone else's\n"), None] and writer.failures == 1
-    failed = next(r for r in caplog.records if "trying again in" in r.getMessage())
-    wrote = next(r for r in caplog.records if r.getMessage().startswith("wrote "))
-    delay = failed.args[-1] if isinstance(failed.args, tuple) else None
-    assert isinstance(delay, float) and wrote.created - failed.created >= delay - 0.02
+    assert store.conditions == [content_etag(b"old\n"), content_etag(b"someone else's\n")]
+    assert writer.failures == 1
+    first, second = store.tried_at
+    assert second - first >= 0.2 - 0.02  # the backoff waited for

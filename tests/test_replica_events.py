@@ -6,14 +6,16 @@ after each change, as MinIO's nats target would (tests/test_jetstream.py covers 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import S3Bucket, Service, wait_until
+from helpers import S3Bucket, Service, SpyStore, wait_until
 from natsserver import NatsServer, nats_binary
 from test_jetstream import event, publisher
 
+from userdata.app import create_store
 from userdata.settings import Settings, SettingsError, resolve
 
 SUBJECT = "minio.events"
@@ -115,3 +117,28 @@ def test_a_nats_token_or_password_is_never_shown() -> None:
     assert "s3cr3t" in settings.secrets()
     with_password = resolve({"nats_url": "nats://u:pw9@h:1", "s3_endpoint": "http://s3"}, {})
     assert "pw9" not in with_password.chosen() and "pw9" in with_password.secrets()
+
+
+async def test_a_replica_answers_no_data_before_its_first_load(start_service, s3: S3Bucket, nats_server: NatsServer):
+    # Behind a load balancer another replica answers (HAProxy tries again on a 503): never one
+    # whose index is partial. A service alone answers from what it has so far.
+    s3.put_user("1", "Ann")
+    store = SpyStore(create_store(_settings(s3, nats_server)))
+    held = asyncio.Event()
+
+    async def hold(keys: object) -> None:
+        await held.wait()
+
+    store.after_read = hold
+    service: Service = await start_service(_settings(s3, nats_server), store=store, loaded=False)
+    await wait_until(lambda: store.reads, message="for the first load to be under way")
+    try:
+        for path in ("/data", "/data?limit=10", "/stats", "/stats/ages"):
+            r = await service.client.get(path)
+            assert r.status == 503 and r.headers["Retry-After"] == "1", (path, r.status)
+            assert "first load" in (await r.json())["error"]
+    finally:
+        held.set()
+    await service.pipeline.loaded.wait()
+    assert await service.user_ids() == ["1"]
+    assert (await service.get("/stats"))["count"] == 1

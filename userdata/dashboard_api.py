@@ -24,7 +24,7 @@ from .live import Broadcaster, ChangeClock, utc_text
 from .middleware import json_error
 from .records import DAY_MS
 from .stores import ObjectError, StoreUnavailable
-from .views import json_answer, parse_filters, quoted
+from .views import json_answer, parse_filters, quoted, unready
 
 __all__ = ("live_state", "routes", "setup")
 
@@ -103,6 +103,8 @@ def _reason(error: Exception) -> str:
 @routes.get("/stats/ages")
 async def get_ages(request: web.Request) -> web.Response:
     """How many of the matching users are of each age, youngest to oldest, zeros included."""
+    if (early := unready(request.app)) is not None:
+        return early
     filters = parse_filters(request.query)
     now = _now_ms()
     groups = request.app[INDEX].groups(filters.has_image)

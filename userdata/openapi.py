@@ -33,6 +33,8 @@ _DATA = {
 _PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
 _OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 _BAD = {"400": _ref("BadRequest", "responses")}
+#: Answers from the index: a replica fed by JetStream gives none before its first load is done.
+_INDEXED = _BAD | {"503": _ref("NotLoaded", "responses")}
 _HTML = _text("The page.", "text/html")
 _NO_CACHE = {"Cache-Control": _header("`no-cache`: ask again each time (with If-None-Match where there is an ETag).")}
 _FILE_ETAG = {"ETag": _header("A hash of the file's bytes, quoted: sent back in If-None-Match, it gets a 304.")}
@@ -71,18 +73,18 @@ _EVENTS = {
 
 PATHS: dict[str, dict[str, Any]] = {
     "/data": {
-        "get": _op("getData", "The users matching the filters, whole or a page at a time", {"200": _DATA} | _BAD,
+        "get": _op("getData", "The users matching the filters, whole or a page at a time", {"200": _DATA} | _INDEXED,
                    *_FILTERS, "limit", "after", "format"),
         "post": _op("rescan", "A full forced rescan; answers when it is done (concurrent calls share one)",
                     {"200": _json(_ref("RescanReport"), "What it found."), "503": _ref("Unavailable", "responses")}),
     },
     "/stats": {
         "get": _op("getStats", "Count and average age of the users matching the filters",
-                   {"200": _json(_ref("Stats"), "The figures.")} | _BAD, *_FILTERS),
+                   {"200": _json(_ref("Stats"), "The figures.")} | _INDEXED, *_FILTERS),
     },
     "/stats/ages": {
         "get": _op("getAgeCounts", "How many of the users matching the filters are of each age, youngest to oldest",
-                   {"200": _json(_ref("AgeCounts"), "The counts.")} | _BAD, *_FILTERS),
+                   {"200": _json(_ref("AgeCounts"), "The counts.")} | _INDEXED, *_FILTERS),
     },
     "/health": {
         "get": _op("getHealth", "Whether the index is loaded and current, and every cause when it is not", {

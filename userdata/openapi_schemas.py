@@ -276,4 +276,9 @@ RESPONSES = {
     "BadRequest": json_answer(ref("Error"), "A bad parameter: unknown, given twice, empty, invalid or out of range."),
     "NotFound": json_answer(ref("Error"), "No such path (or the webhook is off)."),
     "Unavailable": json_answer(ref("Error"), "The store cannot be read."),
+    "NotLoaded": json_answer(
+        ref("Error"),
+        "A replica fed by JetStream (--nats-url) whose first load is not done yet "
+        "(with Retry-After: 1): another replica answers behind a load balancer.",
+    ),
 }

@@ -118,12 +118,23 @@ def json_answer(body: Any, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
+def unready(app: web.Application) -> web.Response | None:
+    """503 from a replica fed by JetStream until its first load is done, None otherwise: behind
+    a load balancer another replica answers, never one with a partial index (a service alone
+    answers from what it has indexed so far)."""
+    if app[SETTINGS].nats_url is not None and not app[PIPELINE].loaded.is_set():
+        return json_error(503, "starting: the first load is not done yet", {"Retry-After": "1"})
+    return None
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
 @routes.get("/data")
 async def get_data(request: web.Request) -> web.StreamResponse:
+    if (early := unready(request.app)) is not None:
+        return early
     values = _checked(request.query, _FILTER_NAMES + _PAGE_NAMES + ("format",))
     filters, paged = _filters(values), _page(values, None)
     fmt, gzip = bodies.negotiate(values.get("format"), request.headers)
@@ -174,6 +185,8 @@ def _answer(response: R, fmt: bodies.Format, body: Body) -> R:
 
 @routes.get("/stats")
 async def get_stats(request: web.Request) -> web.Response:
+    if (early := unready(request.app)) is not None:
+        return early
     filters = parse_filters(request.query) if request.query_string else _EVERYONE
     return json_answer(request.app[INDEX].stats(filters, _now_ms()))
 

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable
 
 from ..stores import ABSENT, PreconditionFailed, Store, content_etag
 
 __all__ = ("NotWriting", "WriteGate")
-
-logger = logging.getLogger("userdata.sinks.write_gate")
 
 
 class NotWriting(Exception):
@@ -53,9 +50,7 @@ class WriteGate:
         self.conditional = conditional
         #: key -> the ETag its next write is conditional on (ABSENT: on there being no object); a key
         #: absent is looked at first
-        self._etags: dict[str, str | None] = {}
-        #: key -> the ETag its last conditional write was refused on (see :meth:`_condition`)
-        self._refused: dict[str, str] = {}
+        self._etags: dict[str, str] = {}
 
     def forget(self) -> None:
         """Look at each key again before its next write (this replica has just become the writer,
@@ -89,27 +84,14 @@ class WriteGate:
             if seen is not None and seen == await asyncio.to_thread(content_etag, data):
                 self._etags[key] = seen  # what the predecessor wrote: the next write is conditional on it
                 return False
-            self._etags[key] = self._condition(key, seen)
+            self._etags[key] = ABSENT if seen is None else seen
             if not self.may_write():  # the look took a round trip: still the writer?
                 raise NotWriting(key)
-        etag = self._etags[key]
         try:
-            self._etags[key] = await self.store.write_if(key, data, etag)
+            self._etags[key] = await self.store.write_if(key, data, self._etags[key])
         except PreconditionFailed:
-            del self._etags[key]
-            if etag is not None:
-                self._refused[key] = etag
+            # Never written unconditionally: a store that refuses the ETags it gives fails each
+            # write (reported, tried again after a backoff) rather than risk replacing another's.
+            self._etags.pop(key, None)
             raise
-        self._refused.pop(key, None)
         return True
-
-    def _condition(self, key: str, seen: str | None) -> str | None:
-        """The ETag to write ``key`` on, having seen ``seen`` there (None: no object, so ABSENT).
-        Where a write conditional on that very ETag was refused last time, the object is as it was
-        then: the store does not take the ETag it gives (a proxy that rewrites ETags, or no
-        If-None-Match, say), and would refuse it forever, so this write is unconditional."""
-        wanted = ABSENT if seen is None else seen
-        if self._refused.get(key) != wanted:
-            return wanted
-        logger.warning("%s: the store refused a write conditional on its own ETag %s; writing it anyway", key, seen)
-        return None
