@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import queue
 import random
 import signal
@@ -52,16 +53,14 @@ def changes(event: dict[str, Any], root: str) -> list[tuple[str, bool]]:
     """The (key, created) pairs of one filer metadata event under ``root`` (``/buckets/B/``):
     a rename is a delete and a create; folders are left out."""
     note = event.get("eventNotification") or {}
-    old, new = note.get("oldEntry"), note.get("newEntry")
-    found = []
+    old, new = note.get("oldEntry") or {}, note.get("newEntry") or {}
     directory = event.get("directory", "")
-    if old and not old.get("isDirectory"):
-        old_path = f"{directory}/{old['name']}"
-        new_path = f"{note.get('newParentPath') or directory}/{new['name']}" if new else None
-        if new_path != old_path:
-            found.append((old_path, False))
-    if new and not new.get("isDirectory"):
-        found.append((f"{note.get('newParentPath') or directory}/{new['name']}", True))
+    new_path = f"{note.get('newParentPath') or directory}/{new['name']}" if new else None
+    found = []
+    if old and not old.get("isDirectory") and (old_path := f"{directory}/{old['name']}") != new_path:
+        found.append((old_path, False))
+    if new_path is not None and not new.get("isDirectory"):
+        found.append((new_path, True))
     return [(path[len(root) :], created) for path, created in found if path.startswith(root)]
 
 
@@ -195,12 +194,14 @@ class Bridge:
         """Start it, and return once it has seen ``probe()`` (a write of the bucket's
         :data:`PROBE` object) come through: from then on no change is missed."""
         root = Path(__file__).resolve().parent.parent
+        # A process group of its own, with the tail it starts: see :meth:`stop`.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "bench.bridge", *self.args],
             cwd=root,
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
+            start_new_session=True,
         )
         stdout = self.process.stdout
         assert stdout is not None
@@ -222,7 +223,11 @@ class Bridge:
         raise RuntimeError(f"the bridge saw no probe within {timeout} s")
 
     def stop(self) -> dict[str, int]:
-        """Stop it once what it saw is published; its counts (events, published, duplicated, swapped)."""
+        """Stop it once what it saw is published; its counts (events, published, duplicated, swapped).
+
+        Killed if it does not end within 15 s, and then whatever is left of its process group
+        too: its ``weed filer.meta.tail``, which it stops itself only when its SIGTERM handler
+        runs (not when it is killed, or dies before it has installed that handler)."""
         if self.process is None:
             return self.counts
         if self.process.poll() is None:
@@ -230,8 +235,11 @@ class Bridge:
         try:
             self.process.wait(15)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        # The group outlives its leader while a member is alive, and its id is not reused meanwhile.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         if self._reader is not None:
             self._reader.join(5)  # to the end of its output, which the process closed
         if self.process.stdout is not None:

@@ -4,27 +4,19 @@ benchmarks and the tests (tests/natsserver.py adds the tests' skip rule)."""
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+
+from .procs import find_program, free_port, stop_process
 
 __all__ = ("NatsServer", "find_nats")
 
 
 def find_nats() -> str | None:
     """Debian's nats-server (often in /usr/sbin, which a PATH may leave out)."""
-    return shutil.which("nats-server") or next(
-        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if os.access(p, os.X_OK)), None
-    )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return find_program("nats-server")
 
 
 class NatsServer:
@@ -32,7 +24,7 @@ class NatsServer:
     again on both."""
 
     def __init__(self, binary: str, directory: Path) -> None:
-        self.binary, self.directory, self.port = binary, directory, _free_port()
+        self.binary, self.directory, self.port = binary, directory, free_port()
         self.url = f"nats://127.0.0.1:{self.port}"
         self.log = directory / "server.log"
         self.process: subprocess.Popen[bytes] | None = None
@@ -54,10 +46,5 @@ class NatsServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        if process is not None:
+            stop_process(process, 10)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -13,7 +14,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ("bench_env", "cpu_seconds", "free_port", "memory_kib", "run_child", "wait_http")
+__all__ = (
+    "bench_env",
+    "cpu_seconds",
+    "find_program",
+    "free_port",
+    "memory_kib",
+    "run_child",
+    "stop_process",
+    "wait_http",
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,6 +57,25 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def find_program(name: str) -> str | None:
+    """The path of program ``name``: on PATH, else in /usr/sbin or /usr/bin (where Debian puts
+    some, such as nats-server and haproxy, and a PATH may leave out); None where it is in none."""
+    return shutil.which(name) or next(
+        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
+    )
+
+
+def stop_process(process: subprocess.Popen[Any], timeout: float = 10.0) -> None:
+    """SIGTERM ``process`` and wait for it; SIGKILL it if it is still running ``timeout`` seconds later."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def memory_kib(field: str, pid: int | str = "self") -> int:

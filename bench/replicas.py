@@ -711,8 +711,8 @@ def catch_up_rows(measured: dict[str, Any], users: int) -> list[Row]:
     reference = f"cold start: {_duration(cold_s)}"
     changes = catch_up[0]["changes"]
     return [
-        Row("10", f"catch-up: a reader SIGKILLed, {changes} new users PUT meanwhile, started again: until "
-            "/readyz 200 and the others' count", users, _spread(catch_up, "seconds"), reference,
+        Row("10", f"a reader SIGKILLed, {changes} new users PUT meanwhile (output.csv rewritten with them), "
+            "started again: until /readyz 200 and the others' count", users, _spread(catch_up, "seconds"), reference,
             f"{_median(catch_up, 'seconds') / cold_s:.2f}x"),
         Row("10", "a new replica on the same data (output.csv and its hint restored): the same", users,
             _spread(new, "seconds"), reference, f"{_median(new, 'seconds') / cold_s:.2f}x"),

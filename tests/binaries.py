@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 
 import pytest
+
+from bench.procs import find_program
 
 __all__ = ("debian_binary",)
 
@@ -14,9 +15,7 @@ def debian_binary(name: str, purpose: str, require: str) -> str:
     """The path of program ``name`` (Debian's package of that name); where it is missing, the
     test skips saying why, or fails when the environment variable ``require`` is set (as
     .ci/run sets it)."""
-    found = shutil.which(name) or next(
-        (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.access(p, os.X_OK)), None
-    )
+    found = find_program(name)
     if found is None:
         reason = f"no {name} (Debian's {name} package) to {purpose}"
         if os.environ.get(require):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,3 +67,28 @@ class Served:
     async def kill(self) -> None:
         self.process.kill()
         await self.process.wait()
+
+
+async def role_at(session: aiohttp.ClientSession, url: str) -> str | None:
+    """The role (writer or reader) the ``userdata serve`` at ``url`` gives in its /health; None
+    while it gives none (not loaded yet, or not listening)."""
+    try:
+        async with session.get(url + "/health", timeout=aiohttp.ClientTimeout(total=5)) as r:
+            body = await r.json()
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return None
+    return body.get("role") if isinstance(body, dict) else None
+
+
+async def one_writer(urls: Sequence[str], timeout: float) -> int:
+    """Wait until exactly one of the ``userdata serve`` replicas at ``urls`` says writer in its
+    /health, all in the same round of asking, and the others reader; which one it is."""
+    found: list[str | None] = []
+    async with aiohttp.ClientSession() as session:
+
+        async def one() -> bool:
+            found[:] = [await role_at(session, url) for url in urls]
+            return found.count("writer") == 1 and found.count("reader") == len(urls) - 1
+
+        await wait_until(one, timeout, message=lambda: f"for one writer among {list(urls)}: {found}")
+    return found.index("writer")
