@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 from helpers import Service, fast_settings, wait_until
 
+from userdata.keys import ANSWER_CACHE
+
 #: More users than one part of a large answer (bodies.PART), so whole answers come in parts.
 USERS = 2500
 
@@ -165,3 +167,24 @@ async def test_a_repeated_page_is_built_once_and_follows_every_change(users: Ser
     await users.post("/data")
     assert [u["user_id"] for u in await users.get("/data?limit=3&after=1")] == ["10", "100", "10000"]
     assert len(pages) == 2
+
+
+async def test_a_request_exactly_like_a_recent_one_gets_its_answer_whole_and_no_other_does(users: Service, raw):
+    kept = users.app[ANSWER_CACHE]
+    shown = ("Content-Type", "Vary", "Link", "Content-Encoding")
+    first = await raw("/data?limit=3&after=1")
+    again = await raw("/data?limit=3&after=1")
+    assert first[0] == again[0] == 200 and first[2] == again[2] and len(kept) == 1
+    assert [first[1].get(h) for h in shown] == [again[1].get(h) for h in shown]
+    assert first[1]["Link"] == '</data?limit=3&after=1000>; rel="next"'
+    # Another Accept, Accept-Encoding or query is another answer (each kept on its own).
+    as_csv = await raw("/data?limit=3&after=1", Accept="text/csv")
+    assert as_csv[1]["Content-Type"].startswith("text/csv") and as_csv[2].startswith(b"user_id,")
+    compressed = await raw("/data?limit=500", **{"Accept-Encoding": "gzip"})
+    plain = await raw("/data?limit=500")
+    assert compressed[1]["Content-Encoding"] == "gzip" and "Content-Encoding" not in plain[1]
+    assert gzip.decompress(compressed[2]) == plain[2] and len(kept) == 4
+    # Refused requests are never kept: asked again, they are checked again.
+    for _ in range(2):
+        assert (await raw("/data?limit=0"))[0] == 400
+    assert len(kept) == 4

@@ -20,6 +20,7 @@ from .cache import ResponseCache
 from .docs import routes as docs_routes
 from .index import UserIndex
 from .keys import (
+    ANSWER_CACHE,
     DATA_CACHE,
     ELECTION,
     EVENTS,
@@ -71,7 +72,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[STORE] = create_store(settings) if store is None else store
-    app[DATA_CACHE], app[PAGE_CACHE] = ResponseCache(), ResponseCache()
+    app[DATA_CACHE], app[PAGE_CACHE], app[ANSWER_CACHE] = ResponseCache(), ResponseCache(), ResponseCache(64)
     app.cleanup_ctx.extend(
         [_store_ctx, _election_ctx, _output_ctx, _mirror_ctx, _pipeline_ctx, _rescan_ctx, metrics_ctx]
     )

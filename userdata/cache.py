@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Hashable, Sized
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ("Body", "Page", "ResponseCache")
+__all__ = ("Answer", "Body", "Page", "ResponseCache")
 
 #: A body whole, or in parts to send one after the other (a large one).
 Body = bytes | tuple[bytes, ...]
@@ -20,6 +20,17 @@ class Page:
 
     body: bytes
     last: str | None
+
+    def __len__(self) -> int:
+        return len(self.body)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole answer, body and headers, as a request exactly like its own is given it again."""
+
+    body: bytes
+    headers: tuple[tuple[str, str], ...]
 
     def __len__(self) -> int:
         return len(self.body)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from aiohttp import web
 
-from .cache import Body, Page, ResponseCache
+from .cache import Answer, Body, Page, ResponseCache
 from .index import Diff, UserIndex
 from .live import Broadcaster, ChangeClock
 from .pipeline import Pipeline
@@ -29,6 +29,7 @@ __all__ = (
     "ELECTION",
     "EVENTS",
     "PAGE_CACHE",
+    "ANSWER_CACHE",
     "INDEX",
     "METRICS",
     "MIRROR",
@@ -79,6 +80,8 @@ STORE = web.AppKey("store", Store)
 INDEX = web.AppKey("index", UserIndex)
 DATA_CACHE = web.AppKey("data_cache", ResponseCache[Body])  # bodies of recent whole GET /data answers
 PAGE_CACHE = web.AppKey("page_cache", ResponseCache[Page])  # and of recent pages
+#: recent /data answers whole, by what the request said: its query string and Accept headers
+ANSWER_CACHE = web.AppKey("answer_cache", ResponseCache[Answer])
 PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTPUT = web.AppKey("output", OutputWriter)
 WATCHER = web.AppKey("watcher", Part)  # only set while a folder is watched

@@ -16,13 +16,13 @@ from aiohttp import web
 from multidict import MultiMapping
 
 from . import bodies
-from .cache import Body, Page
+from .cache import Answer, Body, Page
 from .events import InvalidEvent, objects_from_event
 from .health import REJECTED_SHOWN, catching_up, check_health, rejected_page
 from .index import Filters, birth_days
-from .keys import DATA_CACHE, INDEX, PAGE_CACHE, PIPELINE, SETTINGS, TASKS
+from .keys import ANSWER_CACHE, DATA_CACHE, INDEX, PAGE_CACHE, PIPELINE, SETTINGS, TASKS
 from .middleware import BadRequest, json_error
-from .records import UserRecord
+from .records import DAY_MS, UserRecord
 from .stores import StoreUnavailable
 
 __all__ = ("json_answer", "parse_filters", "quoted", "routes")
@@ -135,29 +135,41 @@ def _now_ms() -> int:
 async def get_data(request: web.Request) -> web.StreamResponse:
     if (early := unready(request.app)) is not None:
         return early
+    index, now = request.app[INDEX], _now_ms()
+    # A request exactly like a recent one (a dashboard's, a client paging again), on the same
+    # index and day, is given that answer again without being parsed, checked or rendered.
+    answers, version, headers = request.app[ANSWER_CACHE], index.version, request.headers
+    exactly = (request.query_string, headers.get("Accept"), headers.get("Accept-Encoding"), now // DAY_MS)
+    if (kept := answers.get(version, exactly)) is not None:
+        return web.Response(body=kept.body, headers=kept.headers)
     values = _checked(request.query, _FILTER_NAMES + _PAGE_NAMES + ("format",))
     filters, paged = _filters(values), _page(values, None)
-    fmt, gzip = bodies.negotiate(values.get("format"), request.headers)
-    index, cache = request.app[INDEX], request.app[DATA_CACHE]
+    fmt, gzip = bodies.negotiate(values.get("format"), headers)
+    cache = request.app[DATA_CACHE]
     # What decides the answer besides the index: the image filter and the span of birth days
     # the age filters allow today (min_age=30 and min_age=29.5 share a body).
-    span = birth_days(filters, _now_ms())
+    span = birth_days(filters, now)
     if paged is not None:
         limit, after = paged
         pages, key = request.app[PAGE_CACHE], (filters.has_image, span, fmt, gzip, limit, after)
         # A kept page without awaiting (shared's own lookup would cost a coroutine each time).
-        page = pages.get(index.version, key) or await pages.shared(
-            index.version, key, lambda: _page_of(*index.page(filters.has_image, span, after, limit), fmt, gzip)
+        page = pages.get(version, key) or await pages.shared(
+            version, key, lambda: _page_of(*index.page(filters.has_image, span, after, limit), fmt, gzip)
         )
         response = _answer(web.Response(body=page.body), fmt, page.body)
-        return response if page.last is None else _link_next(response, "/data", list(values.items()), page.last)
+        if page.last is not None:
+            _link_next(response, "/data", list(values.items()), page.last)
+        answers.put(version, exactly, Answer(page.body, tuple(response.headers.items())))
+        return response
     body = await cache.shared(
         index.version,
         (filters.has_image, span, fmt, gzip),
         lambda: bodies.build(index.select(filters.has_image, span), fmt, gzip),
     )
     if isinstance(body, bytes):
-        return _answer(web.Response(body=body), fmt, body)
+        response = _answer(web.Response(body=body), fmt, body)
+        answers.put(version, exactly, Answer(body, tuple(response.headers.items())))
+        return response
     # In parts, each written when the client has taken the last: a slow client holds no copy.
     streamed = _answer(web.StreamResponse(), fmt, body)
     streamed.content_length = sum(map(len, body))
