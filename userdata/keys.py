@@ -30,6 +30,7 @@ __all__ = (
     "EVENTS",
     "PAGE_CACHE",
     "ANSWER_CACHE",
+    "STATS_CACHE",
     "INDEX",
     "METRICS",
     "MIRROR",
@@ -82,6 +83,8 @@ DATA_CACHE = web.AppKey("data_cache", ResponseCache[Body])  # bodies of recent w
 PAGE_CACHE = web.AppKey("page_cache", ResponseCache[Page])  # and of recent pages
 #: recent /data answers whole, by what the request said: its query string and Accept headers
 ANSWER_CACHE = web.AppKey("answer_cache", ResponseCache[Answer])
+#: recent /stats bodies, by query string and millisecond (the average age moves with the clock)
+STATS_CACHE = web.AppKey("stats_cache", ResponseCache[bytes])
 PIPELINE = web.AppKey("pipeline", Pipeline)
 OUTPUT = web.AppKey("output", OutputWriter)
 WATCHER = web.AppKey("watcher", Part)  # only set while a folder is watched

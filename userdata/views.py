@@ -20,7 +20,7 @@ from .cache import Answer, Body, Page
 from .events import InvalidEvent, objects_from_event
 from .health import REJECTED_SHOWN, catching_up, check_health, rejected_page
 from .index import Filters, birth_days
-from .keys import ANSWER_CACHE, DATA_CACHE, INDEX, PAGE_CACHE, PIPELINE, SETTINGS, TASKS
+from .keys import ANSWER_CACHE, DATA_CACHE, INDEX, PAGE_CACHE, PIPELINE, SETTINGS, STATS_CACHE, TASKS
 from .middleware import BadRequest, json_error
 from .records import DAY_MS, UserRecord
 from .stores import StoreUnavailable
@@ -199,8 +199,15 @@ def _answer(response: R, fmt: bodies.Format, body: Body) -> R:
 async def get_stats(request: web.Request) -> web.Response:
     if (early := unready(request.app)) is not None:
         return early
-    filters = parse_filters(request.query) if request.query_string else _EVERYONE
-    return json_answer(request.app[INDEX].stats(filters, _now_ms()))
+    # Many requests a millisecond (a busy dashboard's) share one answer: same query, same index,
+    # same clock.
+    index, now, query = request.app[INDEX], _now_ms(), request.query_string
+    kept, key = request.app[STATS_CACHE], (query, now)
+    body = kept.get(index.version, key)
+    if body is None:
+        body = orjson.dumps(index.stats(parse_filters(request.query) if query else _EVERYONE, now))
+        kept.put(index.version, key, body)
+    return web.Response(body=body, content_type="application/json")
 
 
 @routes.post("/data")
