@@ -273,7 +273,7 @@ def bench_api(users: int, concurrency: int, duration: float, rounds: int, raw: d
         rows.append(Row("4", f"GET {path}: server CPU per request", users, f"{cpu:.0f} us", f"{trivial_cpu:.0f} us",
                         f"{statistics.median(cpu_ratios):.0%}"))  # fmt: skip
     probes = [run["wrk"] for run in runs if "wrk" in run]
-    for name in WRK_ENDPOINTS[1:-1] if probes else ():
+    for name in [n for n in WRK_ENDPOINTS[1:-1] if n != "bare_page"] if probes else ():
         path = ENDPOINTS[name].replace("{n}", f"{VARIANTS[0]}..{VARIANTS[-1]} in turn")
         rps = statistics.median(p[name]["rps"] for p in probes)
         bare_rps = statistics.median(p["bare"]["rps"] for p in probes)
@@ -285,6 +285,14 @@ def bench_api(users: int, concurrency: int, duration: float, rounds: int, raw: d
                 f"{rps:,.0f}/s", f"{bare_rps:,.0f}/s", f"{ratio:.0%}", ">= 70%" if target else "",
                 ratio >= 0.7 if target else None)
         )  # fmt: skip
+    if probes and all("bare_page" in p for p in probes):
+        # The page beside plain aiohttp answering as many bytes: what the service's work costs.
+        size = probes[0]["bare_page"]["bytes"]
+        rps = statistics.median(p["data_page"]["rps"] for p in probes)
+        same = statistics.median(p["bare_page"]["rps"] for p in probes)
+        ratio = statistics.median(p["data_page"]["rps"] / p["bare_page"]["rps"] for p in probes)
+        rows.append(Row("4", f"GET /data?limit=100: requests/s, wrk, beside plain aiohttp answering as many bytes "
+                        f"({size:,} B)", users, f"{rps:,.0f}/s", f"{same:,.0f}/s", f"{ratio:.0%}"))  # fmt: skip
     outputs = [run["output"] for run in runs]
     seconds = statistics.median(o["seconds"] for o in outputs)
     write_only = statistics.median(o["write_only_seconds"] for o in outputs)
@@ -340,7 +348,9 @@ def notes(threads: int, changes: int, concurrency: int, duration: float, rounds:
         f"Then, where wrk is installed, an independent probe: `wrk -t1 -c{WRK_CONNECTIONS}` for "
         f"{duration:g} s on the same server's trivial route, `/stats` and the pages, beside a trivial "
         "handler in a plain aiohttp app with no middleware (`bench.bare`, another process), measured "
-        "first and last and averaged.",
+        "first and last and averaged; and the kept page beside the same plain app answering a constant "
+        "body as large as that page (`/bench/bytes`): the bytes' own cost, in the socket and in wrk, "
+        "set apart from the service's work.",
         "Index memory: in a fresh interpreter, records like those of 4 (each name a string of its "
         "own, interned as parsing files does) are built into a `UserIndex` (plus its sorted ids) inside the measured "
         "span; what it keeps, over tracemalloc or VmRSS, divided by the users. Floor: the same records "

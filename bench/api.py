@@ -43,7 +43,7 @@ ENDPOINTS: dict[str, str] = {
 }
 #: What the independent probe (wrk, when installed) measures, beside a trivial handler in a plain
 #: aiohttp app ("bare", first and last: the machine's speed drifts).
-WRK_ENDPOINTS = ("bare", "trivial", "stats", "data_page", "data_page_uncached", "bare_again")
+WRK_ENDPOINTS = ("bare", "trivial", "stats", "data_page", "data_page_uncached", "bare_page", "bare_again")
 WRK_CONNECTIONS = 16
 #: The ``{n}`` of a path: one query each, in turn.
 VARIANTS = range(106, 106 + 256)
@@ -92,9 +92,16 @@ def _probe(base: str, duration: float) -> dict[str, Any]:
         bare_url = f"http://127.0.0.1:{port}{TRIVIAL}"
         wait_http(bare_url, timeout=60, proc=bare)
         probe = {}
+        # The page's size, for plain aiohttp to answer as many bytes.
+        with urllib.request.urlopen(base + ENDPOINTS["data_page"], timeout=60) as r:
+            page_bytes = len(r.read())
         for name in WRK_ENDPOINTS:
-            targets = [bare_url] if name.startswith("bare") else urls(base, ENDPOINTS[name])
+            if name == "bare_page":
+                targets = [f"http://127.0.0.1:{port}/bench/bytes?n={page_bytes}"]
+            else:
+                targets = [bare_url] if name.startswith("bare") else urls(base, ENDPOINTS[name])
             probe[name] = _wrk(targets, duration)
+        probe["bare_page"]["bytes"] = page_bytes
     finally:
         bare.terminate()
         bare.wait(30)

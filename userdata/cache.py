@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable, Hashable, Sized
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from multidict import CIMultiDictProxy
+
 __all__ = ("Answer", "Body", "Page", "ResponseCache")
 
 #: A body whole, or in parts to send one after the other (a large one).
@@ -30,7 +32,7 @@ class Answer:
     """A whole answer, body and headers, as a request exactly like its own is given it again."""
 
     body: bytes
-    headers: tuple[tuple[str, str], ...]
+    headers: CIMultiDictProxy[str]  # copied by a Response faster than any other mapping
 
     def __len__(self) -> int:
         return len(self.body)

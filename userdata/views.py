@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import orjson
 from aiohttp import web
-from multidict import MultiMapping
+from multidict import CIMultiDictProxy, MultiMapping
 
 from . import bodies
 from .cache import Answer, Body, Page
@@ -159,7 +159,7 @@ async def get_data(request: web.Request) -> web.StreamResponse:
         response = _answer(web.Response(body=page.body), fmt, page.body)
         if page.last is not None:
             _link_next(response, "/data", list(values.items()), page.last)
-        answers.put(version, exactly, Answer(page.body, tuple(response.headers.items())))
+        answers.put(version, exactly, Answer(page.body, CIMultiDictProxy(response.headers.copy())))
         return response
     body = await cache.shared(
         index.version,
@@ -168,7 +168,7 @@ async def get_data(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(body, bytes):
         response = _answer(web.Response(body=body), fmt, body)
-        answers.put(version, exactly, Answer(body, tuple(response.headers.items())))
+        answers.put(version, exactly, Answer(body, CIMultiDictProxy(response.headers.copy())))
         return response
     # In parts, each written when the client has taken the last: a slow client holds no copy.
     streamed = _answer(web.StreamResponse(), fmt, body)
