@@ -8,6 +8,7 @@ wait_for_*), none on time.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import re
@@ -18,11 +19,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from helpers import PNG, Service, fast_settings
+from helpers import PNG, S3Bucket, Service, SpyStore, fast_settings, wait_until
+from natsserver import NatsServer, nats_binary
 from served import Served, free_port
 
 from bench.browser import CHROMIUM, CHROMIUM_ARGS, missing
-from userdata.records import DAY_MS, age_on
+from userdata.app import create_store
+from userdata.records import DAY_MS, UserRecord, age_on
+from userdata.sinks.output_csv import render_output
 
 try:
     from playwright.async_api import Browser, Page, async_playwright, expect
@@ -458,3 +462,38 @@ async def test_at_100000_users_the_page_asks_for_one_table_page_at_a_time(
         assert "limit" in query and int(query["limit"][0]) <= 50, query  # never the whole selection
     rejected = [parse_qs(urlsplit(u).query) for u in page.requests if urlsplit(u).path == "/rejected"]
     assert rejected and all(int(q["limit"][0]) <= 50 for q in rejected)
+
+
+async def test_a_replica_opened_while_it_loads_shows_its_users_once_loaded(
+    start_service: Callable[..., Awaitable[Service]], s3: S3Bucket, tmp_path: Path, open_page
+) -> None:
+    # A replica answers the selection 503 until its first load is done, and a load may leave the
+    # index's version as it was: the end of the load alone must bring the selection.
+    nats = NatsServer(nats_binary(), tmp_path / "nats")
+    nats.start()
+    try:
+        s3.put_user("1", "Ann")
+        s3.put_user("2", "Bob")
+        # output.csv as an earlier run left it: restored before the load, which then changes nothing.
+        records = [UserRecord("1", "Ann", "Lee", 0, None), UserRecord("2", "Bob", "Lee", 0, None)]
+        s3.put("processed_data/output.csv", render_output(records))
+        settings = s3.settings(nats_url=nats.url, rescan_interval=0)
+        store, held = SpyStore(create_store(settings)), asyncio.Event()
+
+        async def hold(keys: object) -> None:
+            await held.wait()
+
+        store.after_read = hold
+        service = await start_service(settings, store=store, loaded=False)
+        await wait_until(lambda: store.reads and len(service.index) == 2, message="for the restore, then the load")
+        version = service.index.version
+        page = await open_page(url_of(service))
+        await page.text("#users-body").to_contain_text("The users are not available: starting")
+        held.set()
+        await expect(page.page.locator("#users-body tr[data-user-id]")).to_have_count(2)
+        assert await page.row_ids() == ["1", "2"]
+        await page.text("#status").to_have_text("ok")
+        assert service.index.version == version  # the load changed nothing
+    finally:
+        held.set()
+        nats.stop()

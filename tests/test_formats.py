@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from helpers import Service, fast_settings, wait_until
 
+from userdata.cache import Answer
 from userdata.keys import ANSWER_CACHE
 
 #: More users than one part of a large answer (bodies.PART), so whole answers come in parts.
@@ -188,3 +189,17 @@ async def test_a_request_exactly_like_a_recent_one_gets_its_answer_whole_and_no_
     for _ in range(2):
         assert (await raw("/data?limit=0"))[0] == 400
     assert len(kept) == 4
+
+
+async def test_a_kept_answer_is_given_as_kept_and_escapes_tell_requests_apart(users: Service, raw):
+    # A planted answer under the key a request makes comes back as it is: the request is not
+    # parsed again (hence a key must keep apart whatever is sent differently).
+    kept = users.app[ANSWER_CACHE]
+    assert (await raw("/data?limit=2"))[0] == 200
+    ((key, answer),) = kept._bodies.items()
+    kept.put(users.index.version, key, Answer(b'["planted"]', answer.headers))
+    assert (await raw("/data?limit=2"))[2] == b'["planted"]'
+    # "%2B5" is "+5", a number; "%252B5" is "%2B5", not one: never the same key.
+    for path in ("/data", "/stats"):
+        assert (await raw(f"{path}?min_age=%2B5"))[0] == 200, path
+        assert (await raw(f"{path}?min_age=%252B5"))[0] == 400, path

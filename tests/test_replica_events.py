@@ -137,6 +137,9 @@ async def test_a_replica_answers_no_data_before_its_first_load(start_service, s3
             r = await service.client.get(path)
             assert r.status == 503 and r.headers["Retry-After"] == "1", (path, r.status)
             assert "first load" in (await r.json())["error"]
+        assert (await service.client.get("/livez")).status == 200  # alive, and said to be starting
+        assert (await service.get("/readyz", status=503))["status"] == "starting"
+        assert (await service.get("/health", status=503))["status"] == "starting"
     finally:
         held.set()
     await service.pipeline.loaded.wait()

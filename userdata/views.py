@@ -119,9 +119,9 @@ def json_answer(body: Any, status: int = 200) -> web.Response:
 
 
 def unready(app: web.Application) -> web.Response | None:
-    """503 from a replica fed by JetStream until its first load is done, None otherwise: behind
-    a load balancer another replica answers, never one with a partial index (a service alone
-    answers from what it has indexed so far)."""
+    """For the index's answers (/data, /stats, /stats/ages): 503 from a replica fed by JetStream
+    until its first load is done, None otherwise. Behind a load balancer another replica answers
+    them, never one with a partial index (a service alone answers from what it has so far)."""
     if app[SETTINGS].nats_url is not None and not app[PIPELINE].loaded.is_set():
         return json_error(503, "starting: the first load is not done yet", {"Retry-After": "1"})
     return None
@@ -139,7 +139,9 @@ async def get_data(request: web.Request) -> web.StreamResponse:
     # A request exactly like a recent one (a dashboard's, a client paging again), on the same
     # index and day, is given that answer again without being parsed, checked or rendered.
     answers, version, headers = request.app[ANSWER_CACHE], index.version, request.headers
-    exactly = (request.query_string, headers.get("Accept"), headers.get("Accept-Encoding"), now // DAY_MS)
+    # The query as sent: query_string is half decoded (%252B and %2B alike would be "%2B").
+    query = request.rel_url.raw_query_string
+    exactly = (query, headers.get("Accept"), headers.get("Accept-Encoding"), now // DAY_MS)
     if (kept := answers.get(version, exactly)) is not None:
         return web.Response(body=kept.body, headers=kept.headers)
     values = _checked(request.query, _FILTER_NAMES + _PAGE_NAMES + ("format",))
@@ -201,7 +203,7 @@ async def get_stats(request: web.Request) -> web.Response:
         return early
     # Many requests a millisecond (a busy dashboard's) share one answer: same query, same index,
     # same clock.
-    index, now, query = request.app[INDEX], _now_ms(), request.query_string
+    index, now, query = request.app[INDEX], _now_ms(), request.rel_url.raw_query_string  # as sent
     kept, key = request.app[STATS_CACHE], (query, now)
     body = kept.get(index.version, key)
     if body is None:

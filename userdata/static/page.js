@@ -33,6 +33,7 @@ const state = {
   changedAt: null,
   events: null, // the EventSource
   version: null, // the index's version the selection shown was loaded at (from state events)
+  status: null, // the service's status at the last state event
   initial: {}, // the filters of the URL the page was opened at
   started: false, // the first load has begun
   startTimer: null, // begins it without a state event, should none come soon
@@ -206,10 +207,13 @@ function connect() {
       cause: update.cause,
       changedAt: update.changed_at,
     });
-    // The selection is loaded again when the index changed; the rejected files at every event
-    // (they change without the index).
-    const changed = update.version !== state.version;
+    // The selection is loaded again when the index changed, or when the first load ended (a
+    // replica answers 503 until then, and a load may change nothing); the rejected files at
+    // every event (they change without the index).
+    const loaded = state.status === "starting" && update.status !== "starting";
+    const changed = update.version !== state.version || loaded;
     state.version = update.version;
+    state.status = update.status;
     if (!state.started) loadFirst(false);
     else refreshSoon({ selection: changed, rejected: true });
   });
