@@ -24,19 +24,19 @@ if TYPE_CHECKING:  # it uses these keys
     from .metrics import Metrics
 
 __all__ = (
+    "ANSWER_CACHE",
     "CHANGES",
     "DATA_CACHE",
     "ELECTION",
     "EVENTS",
     "PAGE_CACHE",
-    "ANSWER_CACHE",
-    "STATS_CACHE",
     "INDEX",
     "METRICS",
     "MIRROR",
     "OUTPUT",
     "PIPELINE",
     "SETTINGS",
+    "STATS_CACHE",
     "STORE",
     "TASKS",
     "UPDATES",
