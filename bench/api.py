@@ -21,7 +21,7 @@ import urllib.request
 from typing import Any
 
 from .datagen import OLD_QUERY
-from .procs import ROOT, bench_env, cpu_seconds, free_port, wait_http
+from .procs import ROOT, bench_env, cpu_seconds, free_port, stop_process, wait_http
 
 __all__ = ("ENDPOINTS", "TRIVIAL", "WRK_CONNECTIONS", "WRK_ENDPOINTS", "run_api")
 
@@ -156,10 +156,5 @@ def run_api(users: int, concurrency: int, duration: float) -> dict[str, Any]:
             results["wrk"] = _probe(base, duration)
         results["output"] = _measure_output(base, concurrency, quiet=2.0)
     finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, 30)
     return results

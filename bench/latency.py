@@ -12,7 +12,6 @@ import asyncio
 import calendar
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from userdata.settings import Settings
 
 from .datagen import BUCKET, PREFIX
 from .loadgen import percentile
-from .procs import ROOT, bench_env, free_port, wait_http
+from .procs import ROOT, bench_env, free_port, stop_process, wait_http
 
 __all__ = ("measure_latency", "measure_watch_floor")
 
@@ -166,12 +165,7 @@ def measure_latency(data_dir: Path, users: int, count: int, seed: int = 0) -> di
         time.sleep(1.0)
         result = asyncio.run(_changes(base, source, count, seed))
     finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, 30)
         for path in source.glob("bench*.csv"):
             path.unlink()
         output.unlink(missing_ok=True)

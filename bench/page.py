@@ -20,7 +20,7 @@ from typing import Any
 
 from .api import TRIVIAL
 from .browser import CHROMIUM, CHROMIUM_ARGS, missing
-from .procs import ROOT, bench_env, free_port, wait_http
+from .procs import ROOT, bench_env, free_port, stop_process, wait_http
 from .report import Row
 
 __all__ = ("LOADS", "PAGE_NOTE", "REFERENCE_USERS", "bench_page", "measure_page", "measure_pages")
@@ -60,12 +60,7 @@ class _Server:
         wait_http(self.base + "/health", timeout=60, proc=self.process)
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, 30)
 
 
 def _load(browser: Any, base: str) -> float:

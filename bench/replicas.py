@@ -60,7 +60,7 @@ from userdata.stores.s3 import S3Store
 from .bridge import PROBE, Bridge
 from .datagen import BUCKET, PREFIX, upload_users
 from .natsserver import NatsServer, find_nats
-from .procs import ROOT, bench_env, cpu_seconds, free_port
+from .procs import ROOT, bench_env, cpu_seconds, free_port, stop_process
 from .report import Row
 from .seaweed import SeaweedFS, find_weed
 
@@ -227,13 +227,8 @@ class Replica:
         """Stopped for good: SIGTERM, SIGKILL after 20 s."""
         self.terminate()
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, 20)  # terminated already: waited for, killed after 20 s
 
     def tail(self, chars: int = 3000) -> str:
         with contextlib.suppress(OSError):

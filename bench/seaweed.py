@@ -12,6 +12,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from .procs import stop_process
+
 __all__ = ("SeaweedFS", "find_weed", "free_ports")
 
 PORT_NAMES = (
@@ -122,11 +124,5 @@ class SeaweedFS:
                 time.sleep(0.2)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process is not None:
+            stop_process(self.process, 10)

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from helpers import PNG, S3Bucket, Service, fast_settings, wait_until
+from natsserver import NatsServer, nats_binary
 from pgserver import ThrowawayPostgres, execute, find_bindir, unavailable
 from seaweed import SeaweedFS, require_weed, s3_client
 from served import Served
@@ -145,6 +146,25 @@ async def serve(tmp_path: Path, environ: dict[str, str]) -> AsyncIterator[Callab
     for served in started:
         if served.process.returncode is None:
             await served.kill()
+
+
+def _nats(directory: Path) -> Iterator[NatsServer]:
+    server = NatsServer(nats_binary(), directory)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    """A NATS server with JetStream of the test's own, started (stop and start it at will)."""
+    yield from _nats(tmp_path / "nats")
+
+
+@pytest.fixture(scope="module")
+def module_nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One NATS server with JetStream for a module's tests."""
+    yield from _nats(tmp_path_factory.mktemp("nats"))
 
 
 @pytest.fixture(scope="module")

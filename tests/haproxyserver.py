@@ -7,7 +7,6 @@ set (as .ci/run does): then they fail.
 
 from __future__ import annotations
 
-import signal
 import socket
 import subprocess
 import time
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from binaries import debian_binary
+
+from bench.procs import stop_process
 
 __all__ = ("HAProxy", "Section", "haproxy_binary", "local_config", "sections")
 
@@ -139,11 +140,6 @@ class HAProxy:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)  # SIGTERM: HAProxy quits at once
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, 10)  # SIGTERM: HAProxy quits at once
         self.process = None

@@ -20,7 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from helpers import PNG, S3Bucket, Service, SpyStore, fast_settings, wait_until
-from natsserver import NatsServer, nats_binary
+from natsserver import NatsServer
 from served import Served, free_port
 
 from bench.browser import CHROMIUM, CHROMIUM_ARGS, missing
@@ -465,20 +465,19 @@ async def test_at_100000_users_the_page_asks_for_one_table_page_at_a_time(
 
 
 async def test_a_replica_opened_while_it_loads_shows_its_users_once_loaded(
-    start_service: Callable[..., Awaitable[Service]], s3: S3Bucket, tmp_path: Path, open_page
+    start_service: Callable[..., Awaitable[Service]], s3: S3Bucket, nats_server: NatsServer, open_page
 ) -> None:
     # A replica answers the selection 503 until its first load is done, and a load may leave the
     # index's version as it was: the end of the load alone must bring the selection.
-    nats = NatsServer(nats_binary(), tmp_path / "nats")
-    nats.start()
+    held = asyncio.Event()
     try:
         s3.put_user("1", "Ann")
         s3.put_user("2", "Bob")
         # output.csv as an earlier run left it: restored before the load, which then changes nothing.
         records = [UserRecord("1", "Ann", "Lee", 0, None), UserRecord("2", "Bob", "Lee", 0, None)]
         s3.put("processed_data/output.csv", render_output(records))
-        settings = s3.settings(nats_url=nats.url, rescan_interval=0)
-        store, held = SpyStore(create_store(settings)), asyncio.Event()
+        settings = s3.settings(nats_url=nats_server.url, rescan_interval=0)
+        store = SpyStore(create_store(settings))
 
         async def hold(keys: object) -> None:
             await held.wait()
@@ -496,4 +495,3 @@ async def test_a_replica_opened_while_it_loads_shows_its_users_once_loaded(
         assert service.index.version == version  # the load changed nothing
     finally:
         held.set()
-        nats.stop()

@@ -30,11 +30,8 @@ FAST: dict[str, Any] = {"retry_delays": (0.05, 0.1, 0.2), "connect_timeout": 1.0
 
 
 @pytest.fixture(scope="module")
-def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
-    server = NatsServer(nats_binary(), tmp_path_factory.mktemp("nats"))
-    server.start()
-    yield server
-    server.stop()
+def shared_server(module_nats: NatsServer) -> NatsServer:
+    return module_nats
 
 
 @pytest.fixture

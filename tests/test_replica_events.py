@@ -7,7 +7,6 @@ after each change, as MinIO's nats target would (tests/test_jetstream.py covers 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,14 +18,6 @@ from userdata.app import create_store
 from userdata.settings import Settings, SettingsError, resolve
 
 SUBJECT = "minio.events"
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(nats_binary(), tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def _settings(s3: S3Bucket, server: NatsServer) -> Settings:

@@ -23,7 +23,6 @@ import random
 import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -31,7 +30,7 @@ import asyncpg
 import orjson
 import pytest
 from helpers import S3Bucket, wait_until
-from natsserver import NatsServer, nats_binary
+from natsserver import NatsServer
 from pgserver import own_database
 from prometheus_client.parser import text_string_to_metric_families
 from seaweed import SeaweedFS
@@ -82,11 +81,11 @@ class Bucket:
 class Replicas:
     """``userdata serve`` replicas on one bucket, stream and database; each started anew on demand."""
 
-    def __init__(self, serve: Serve, s3: S3Bucket, nats: NatsServer, database: str) -> None:
+    def __init__(self, serve: Serve, s3: S3Bucket, nats_server: NatsServer, database: str) -> None:
         self.serve = serve
         self.args = [
             *("--s3-endpoint", s3.endpoint, "--bucket", s3.name, "--prefix", s3.prefix),
-            *("--nats-url", nats.url, "--database-url", database, "--rescan-interval", "0"),
+            *("--nats-url", nats_server.url, "--database-url", database, "--rescan-interval", "0"),
         ]
         self.live: list[Served] = []
 
@@ -201,28 +200,20 @@ async def readiness(replica: Served, bucket: Bucket) -> list[int]:
 
 
 @pytest.fixture
-def nats(tmp_path: Path) -> Iterator[NatsServer]:
-    server = NatsServer(nats_binary(), tmp_path / "nats")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def database() -> Iterator[str]:
     with own_database() as url:
         yield url
 
 
 @pytest.fixture
-async def bridge(seaweedfs: SeaweedFS, s3: S3Bucket, nats: NatsServer) -> AsyncIterator[Bridge]:
+async def bridge(seaweedfs: SeaweedFS, s3: S3Bucket, nats_server: NatsServer) -> AsyncIterator[Bridge]:
     ports = seaweedfs.ports
     found = Bridge(
         seaweedfs.weed,
         f"127.0.0.1:{ports['filer.port']}.{ports['filer.port.grpc']}",
         s3.name,
         s3.prefix,
-        nats.url,
+        nats_server.url,
         "minio.events",
         seed=17,
         duplicate=0.1,
@@ -269,14 +260,14 @@ class Changes:
 
 
 async def test_three_replicas_agree_with_the_bucket_through_kills_and_a_freeze(
-    s3: S3Bucket, nats: NatsServer, database: str, bridge: Bridge, serve: Serve
+    s3: S3Bucket, nats_server: NatsServer, database: str, bridge: Bridge, serve: Serve
 ) -> None:
     # serve last: fixtures end in the reverse order, so the replicas are killed before the bridge,
     # the database (which a replica still reconnecting to would keep from being dropped) and NATS.
     bucket = Bucket(s3)
     for n in range(SEEDED):
         bucket.put(str(n), f"S{n}")
-    replicas = Replicas(serve, s3, nats, database)
+    replicas = Replicas(serve, s3, nats_server, database)
     for _ in range(3):
         replica = await replicas.start()
         await wait_until(partial(status_of, replica, "/readyz", 200), 30, message=replica.output)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 from helpers import S3Bucket, Service, SpyStore, fast_settings, wait_until
-from natsserver import NatsServer, nats_binary
+from natsserver import NatsServer
 
 from userdata.app import create_store
 from userdata.keys import ELECTION
@@ -77,12 +77,9 @@ async def sessions(url: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def nats(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+def nats(module_nats: NatsServer) -> NatsServer:
     """Replicas are fed by JetStream: only they elect a writer."""
-    server = NatsServer(nats_binary(), tmp_path_factory.mktemp("nats"))
-    server.start()
-    yield server
-    server.stop()
+    return module_nats
 
 
 async def start_replicas(
