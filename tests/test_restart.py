@@ -270,3 +270,50 @@ async def test_a_hint_written_under_another_size_limit_is_not_trusted(tmp_path, 
     again, _ = await start(store, max_object_size=100)
     assert set(store.reads) == csv_keys(tmp_path / "bucket" / PREFIX)  # every CSV judged again
     assert "larger than the limit" in again.rejected[PREFIX + "big.csv"]
+
+
+def _set_version(version: Callable[[int, int], tuple[object, object]]) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        at = doc["entries"].index(PREFIX + "3.csv")
+        doc["entries"][at + 1 : at + 3] = version(*doc["entries"][at + 1 : at + 3])
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        lambda high, low: (high, low ^ 1),  # another int
+        lambda high, low: (f"{high:x}{low:x}", None),  # a string, even of the same digits
+        lambda high, low: (None, None),  # unknown
+    ],
+    ids=["another-int", "a-string", "unknown"],
+)
+async def test_a_version_the_hint_holds_wrong_reads_that_object_again(tmp_path, folder, version):
+    store = SpyStore(FolderStore(tmp_path, "bucket", PREFIX))
+    first, _ = await start(store)
+    _edit_hint(tmp_path, _set_version(version))
+    store.reads.clear()
+    again, _ = await start(store)
+    assert sorted(store.reads) == [PREFIX + "3.csv", PREFIX + "later.csv"]
+    assert again.index.records() == first.index.records()
+    assert catalog_state(again) == catalog_state(first)
+
+
+async def test_the_hint_leaves_out_the_image_output_csv_names_and_keeps_the_others(tmp_path, folder):
+    (tmp_path / "bucket" / PREFIX / "1.PNG").write_bytes(b"\x89PNG")  # a second image of user 1
+    store = SpyStore(FolderStore(tmp_path, "bucket", PREFIX))
+    first, _ = await start(store)
+    assert record(first.index, "1").img_path == PREFIX + "1.PNG"  # the first, in sorted order
+    entries = orjson.loads((tmp_path / "bucket" / HINT).read_bytes())["entries"]
+    at = entries.index(PREFIX + "1.csv")
+    assert type(entries[at + 1]) is int and type(entries[at + 2]) is int  # its version, in two numbers
+    assert PREFIX + "1.png" in entries and PREFIX + "1.PNG" not in entries
+    assert PREFIX + "2.png" not in entries  # named by output.csv
+    store.reads.clear()
+    again, _ = await start(store)
+    assert store.reads == [PREFIX + "later.csv"]
+    assert catalog_state(again) == catalog_state(first)
+    (tmp_path / "bucket" / PREFIX / "1.PNG").unlink()  # the image output.csv names, gone
+    third, _ = await start(store)
+    assert record(third.index, "1").img_path == PREFIX + "1.png"

@@ -367,7 +367,11 @@ async def test_images_are_listed_as_present_and_csvs_with_their_etag(s3: S3Bucke
     try:
         listing = await store.list_objects()
         assert listing[s3.prefix + "1.png"] is PRESENT
-        assert listing[s3.prefix + "1.csv"] == (await store.stat_many([s3.prefix + "1.csv"]))[s3.prefix + "1.csv"]
+        version = listing[s3.prefix + "1.csv"]
+        assert version == (await store.stat_many([s3.prefix + "1.csv"]))[s3.prefix + "1.csv"]
+        etag = await store.etag(s3.prefix + "1.csv")
+        assert etag is not None and version == int(etag.strip('"'), 16)  # the MD5's int: no string kept
+        assert set((await store.list_objects(versions=False)).values()) == {PRESENT}  # a load reads them
     finally:
         await store.close()
 

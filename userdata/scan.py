@@ -21,7 +21,7 @@ from collections.abc import Callable
 from .catalog import UNREAD, Catalog, Hint, Keys, Outcome, each_key, keys_with
 from .objects import classify
 from .records import UserFields, UserRecord
-from .stores import Listing, ObjectError, Version
+from .stores import PRESENT, Listing, ObjectError, Version
 
 __all__ = ("UNREADABLE", "Contents", "changed", "fresh_catalog", "hinted_catalog", "records", "split")
 
@@ -108,8 +108,9 @@ def hinted_catalog(hint: Hint, prefix: str, current: Callable[[str], UserRecord 
     """The catalog a start-up hint describes, and how many of its users ``current`` holds.
 
     A CSV neither rejected nor backed by a record, or whose version the hint does not hold, gets
-    UNREAD, so the next scan reads it (or finds it gone).
-    Strings are taken from the records where equal, as :func:`fresh_catalog` does.
+    UNREAD, so the next scan reads it (or finds it gone). The image a record names (its
+    img_path), which the hint leaves out, is the user's too. Strings are taken from the records
+    where equal, as :func:`fresh_catalog` does.
     """
     catalog = Catalog(prefix, current)
     versions, csv_keys, png_keys, rejected = catalog.versions, catalog.csv_keys, catalog.png_keys, catalog.rejected
@@ -135,6 +136,10 @@ def hinted_catalog(hint: Hint, prefix: str, current: Callable[[str], UserRecord 
         versions[key] = version if usable else UNREAD
         if keys_of.setdefault(user_id, key) is not key:
             keys_of[user_id] = keys_with(keys_of[user_id], key)
+        if keys_of is csv_keys and record is not None and (shown := record.img_path) is not None:
+            versions[shown] = PRESENT
+            if png_keys.setdefault(user_id, shown) is not shown:
+                png_keys[user_id] = keys_with(png_keys[user_id], shown)
     return catalog, _note_conflicts(catalog)
 
 
@@ -156,14 +161,19 @@ def records(catalog: Catalog, contents: Contents, *, rekey: bool = True) -> dict
     rejections noted in it. With ``rekey``, a user's images are keyed again by the CSV's user_id
     string, so one copy is kept; a rescan's catalog has the index's strings already, and the
     deletions would make the dict rebuild itself in one long step at a million users.
+
+    Each valid CSV's outcome is taken out of ``contents`` as its record is made (what is left
+    are the unusual ones): freed as the records come, its memory holds them, where freed all at
+    once after them it stays the process's, in pools nothing else fills.
     """
     users: dict[str, UserRecord] = {}
     others: list[str] = []
     versions, png_keys = catalog.versions, catalog.png_keys
+    take = contents.pop
     for user_id, csvs in catalog.csv_keys.items():
         content = contents.get(csvs) if type(csvs) is str else None
         if type(content) is tuple and type(fields := content[1]) is UserFields:
-            versions[csvs] = content[0]  # type: ignore[index]  # a str, as content is not None
+            versions[csvs] = take(csvs)[0]  # type: ignore[index, arg-type]  # a str, as content is not None
             pngs: Keys | None = png_keys.get(user_id)
             if pngs is None:
                 img_path = None

@@ -13,10 +13,15 @@ A version the store would never list (an object that could not be read) is writt
 and so is that of a file rejected for a birthts in the future, which time alone may make
 valid: the next start reads both again (or finds them gone).
 
-The object is JSON, each key followed by its version, the reasons apart (they are few), the
-meta last so that it is written once output.csv's digest is known:
-``{"entries": [key, version, key, version, ...], "rejected": {key: reason}, "meta": {...}}``.
-Flat, so that reading it back makes no object per entry beyond what the catalog keeps.
+The object is JSON, the entries flat, the reasons apart (they are few), the meta last so that
+it is written once output.csv's digest is known:
+``{"entries": [...], "rejected": {key: reason}, "meta": {...}}``. The entries are each CSV's
+key and its version in two numbers, and the key of each image but the one the user's row of
+output.csv names (its ``img_path``: a restart takes it from there). A version is an int (see
+:mod:`userdata.stores`) of at most 128 bits, written as two JSON numbers of 64 (JSON's parsers
+stop there); any other is written as itself and a null. So reading the hint back makes nothing
+that is thrown away at once beyond two ints per CSV, whose memory the next version takes
+again, and no string the restored records or the catalog do not keep.
 """
 
 from __future__ import annotations
@@ -26,16 +31,18 @@ from typing import Any
 
 import orjson
 
-from ..catalog import UNREAD, Catalog, Hint, each_key
+from ..catalog import Catalog, Hint, each_key
 from ..records import FUTURE_BIRTHTS
 from ..stores import PRESENT, Version
 
 __all__ = ("FORMAT", "HEAD", "InvalidHint", "decode", "encode_entries", "encode_tail", "entries", "hint_key")
 
 #: Bumped whenever the file's meaning changes: a hint of another format is not read.
-FORMAT = 1
+FORMAT = 2
 
 HEAD = b'{"entries":['
+_LOW = (1 << 64) - 1
+_MAX_VERSION = (1 << 128) - 1
 
 
 class InvalidHint(ValueError):
@@ -48,9 +55,10 @@ def hint_key(output_key: str) -> str:
 
 
 def entries(catalog: Catalog, user_ids: Iterable[str], rejected: dict[str, str]) -> list[Any]:
-    """Key, version, key, version... of these users' CSVs and images, as the catalog holds them
-    now; the reasons of those rejected put in ``rejected``."""
+    """The entries of these users' CSVs and images, as the catalog holds them now; the reasons
+    of those rejected put in ``rejected``."""
     versions, reasons, csv_keys, png_keys = catalog.versions, catalog.rejected, catalog.csv_keys, catalog.png_keys
+    current = catalog.current
     out: list[Any] = []
     for user_id in user_ids:
         for key in each_key(csv_keys.get(user_id)):
@@ -60,9 +68,15 @@ def entries(catalog: Catalog, user_ids: Iterable[str], rejected: dict[str, str])
                 rejected[key] = reason
                 if reason.startswith(FUTURE_BIRTHTS):
                     version = None
-            out += (key, None if version == UNREAD else version)
-        for key in each_key(png_keys.get(user_id)):
-            out += (key, versions.get(key))
+            if type(version) is int and 0 <= version <= _MAX_VERSION:
+                out += (key, version >> 64, version & _LOW)
+            else:  # unread (None), or not an int: as itself where JSON can hold it
+                out += (key, version if type(version) is str else None, None)
+        pngs = png_keys.get(user_id)
+        if pngs is not None:
+            record = current(user_id)
+            shown = None if record is None else record.img_path
+            out += [key for key in each_key(pngs) if key != shown]
     return out
 
 
@@ -99,20 +113,34 @@ def decode(data: bytes, where: dict[str, object], *, output_digest: bytes | None
 
 def _contents(doc: dict[str, Any]) -> Hint:
     flat, rejected = doc.get("entries"), doc.get("rejected")
-    if not isinstance(flat, list) or len(flat) % 2 or not isinstance(rejected, dict):
+    if not isinstance(flat, list) or not isinstance(rejected, dict):
         raise InvalidHint("no entries")
-    keys, versions = flat[0::2], flat[1::2]
-    if not all(type(key) is str for key in keys) or not all(type(r) is str for r in rejected.values()):
-        raise InvalidHint("bad entries")
-    # A version of the wrong shape is no harm (it equals no listed one: that object is read
-    # again), so versions are only made what the store gives: tuples where JSON has lists.
-    # One of a single string (a placeholder: stores.PRESENT) is one object for all.
-    shared: dict[Version, Version] = {PRESENT: PRESENT}
+    if not all(type(r) is str for r in rejected.values()):
+        raise InvalidHint("bad reasons")
+    keys: list[str] = []
+    versions: list[Version | None] = []
+    i, end = 0, len(flat)
     try:
-        for i, version in enumerate(versions):
-            if type(version) is list:
-                version = tuple(version)
-                versions[i] = shared.setdefault(version, version) if len(version) == 1 else version
-    except TypeError:  # a list within: unhashable
-        raise InvalidHint("bad version") from None
+        while i < end:
+            key = flat[i]
+            if type(key) is not str:
+                raise InvalidHint("bad entries")
+            if key[-4:].lower() != ".csv":  # an image: present
+                version: Version | None = PRESENT
+                i += 1
+            else:
+                high, low = flat[i + 1], flat[i + 2]
+                # Dropped from the list as read: the next version is made in their memory.
+                flat[i + 1] = flat[i + 2] = None
+                if type(high) is int and type(low) is int:
+                    version = high << 64 | low
+                elif low is None and (high is None or type(high) is str):
+                    version = high
+                else:
+                    raise InvalidHint("bad version")
+                i += 3
+            keys.append(key)
+            versions.append(version)
+    except IndexError:
+        raise InvalidHint("entries cut short") from None
     return Hint(keys, versions, rejected)

@@ -1,7 +1,9 @@
 """Object stores: where source objects are listed and read, and output.csv is written.
 
 Every store speaks in object keys (``src-data/1000.csv``) within one bucket, and gives each
-object an opaque version (size and mtime on disk, the ETag in S3) that changes when it does.
+object an opaque version (size and mtime on disk, the ETag in S3) that changes when it does,
+made one int where it can be (:func:`etag_version`, the folder's own): a catalog keeps one per
+object, and an int costs a third of a tuple of two or of an ETag's string.
 A listing gives an image PRESENT instead: only whether a user has one matters, and one shared
 value costs nothing per image.
 """
@@ -9,6 +11,7 @@ value costs nothing per image.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Collection, Hashable
 from typing import Protocol, TypeVar
 
@@ -23,6 +26,7 @@ __all__ = (
     "StoreUnavailable",
     "Version",
     "content_etag",
+    "etag_version",
     "too_large",
 )
 
@@ -68,6 +72,22 @@ def content_etag(data: bytes) -> str:
     return f'"{hashlib.md5(data, usedforsecurity=False).hexdigest()}"'
 
 
+_MD5_ETAG = re.compile(r'"([0-9a-f]{32})"')
+
+
+def etag_version(etag: str) -> Version:
+    """The version of an object of this ETag: the int of its MD5 where it is one (nearly always),
+    else the ETag itself. Distinct ETags give distinct versions: an int never equals a str.
+
+    >>> etag_version('"d41d8cd98f00b204e9800998ecf8427e"') == 0xD41D8CD98F00B204E9800998ECF8427E
+    True
+    >>> etag_version('"0ab1-2"')
+    '"0ab1-2"'
+    """
+    md5 = _MD5_ETAG.fullmatch(etag)
+    return etag if md5 is None else int(md5[1], 16)
+
+
 def too_large(size: int, limit: int) -> ObjectError:
     """The error of an object past the size limit."""
     return ObjectError(f"{size:,} bytes or more, larger than the limit of {limit:,} (--max-object-size)")
@@ -93,8 +113,9 @@ class Store(Protocol):
     async def list_objects(self, *, versions: bool = True) -> Listing:
         """Objects directly under the source prefix (not in sub-folders).
 
-        With ``versions=False`` the versions may be placeholders, where finding them costs more
-        than naming the objects (a caller about to read every object gets them from the reads).
+        With ``versions=False`` every version is :data:`PRESENT`, a placeholder: a caller about
+        to read every object gets them from the reads, and making them would cost a stat (the
+        folder) or an int (S3) per object.
         """
         ...
 

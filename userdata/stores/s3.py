@@ -27,6 +27,7 @@ from . import (
     StoreUnavailable,
     Version,
     content_etag,
+    etag_version,
     too_large,
 )
 from .s3_http import Answer, S3Client, TooLarge
@@ -120,7 +121,9 @@ class S3Store:
     async def close(self) -> None:
         await self._client.close()
 
-    async def list_objects(self, *, versions: bool = True) -> Listing:  # ETags come with the names
+    async def list_objects(self, *, versions: bool = True) -> Listing:
+        # ETags come with the names; without versions they are not made into ints a load would
+        # only throw away (its reads give every CSV's).
         listing: Listing = {}
         bad: dict[str, str] = {}
         params = {"list-type": "2", "prefix": self.prefix, "delimiter": "/", "encoding-type": "url"}
@@ -133,7 +136,7 @@ class S3Store:
             page = body.decode()
             for key, etag in objects(page):
                 if not bad_name(key):
-                    listing[key] = etag if key[-4:].lower() != ".png" else PRESENT
+                    listing[key] = etag_version(etag) if versions and key[-4:].lower() != ".png" else PRESENT
                 elif (rejected := rejected_name(key)) is not None:  # no key; listed as rejected
                     bad[rejected[0]] = rejected[1]
             token = _NEXT.search(page)
@@ -151,12 +154,17 @@ class S3Store:
                 return found
             etag, data = found
             # A usual CSV is parsed here on the loop, as it arrives; a large body off it.
-            return etag, parse(data) if len(data) < _PARSE_ON_LOOP else await asyncio.to_thread(parse, data)
+            parsed = parse(data) if len(data) < _PARSE_ON_LOOP else await asyncio.to_thread(parse, data)
+            return etag_version(etag), parsed
 
         return await self._each(get, keys)
 
     async def stat_many(self, keys: Collection[str]) -> dict[str, Version | ObjectError | None]:
-        return await self._each(self._head, keys)
+        async def head(key: str) -> Version | ObjectError | None:
+            found = await self._head(key)
+            return found if found is None or isinstance(found, ObjectError) else etag_version(found)
+
+        return await self._each(head, keys)
 
     async def read(self, key: str) -> bytes | None:
         async with self._requests:
@@ -234,7 +242,7 @@ class S3Store:
             raise
         return out
 
-    async def _get(self, key: str, limit: int | None = None) -> tuple[Version, bytes] | ObjectError | None:
+    async def _get(self, key: str, limit: int | None = None) -> tuple[str, bytes] | ObjectError | None:
         try:
             headers, body = await self._client.request("GET", self._path(key), limit=limit)
         except Answer as e:
