@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from helpers import Service, SpyStore, fast_settings, wait_until
 
@@ -165,6 +165,32 @@ async def test_wrong_method_is_a_405_json_error_with_allow(
     await assert_error(r, 405, method)
     allow = {m.strip() for m in r.headers.get("Allow", "").split(",")}
     assert allowed <= allow and method not in allow, r.headers.get("Allow")
+
+
+async def test_a_handler_that_fails_is_a_500_json_error_and_every_answer_is_counted(tmp_path: Path) -> None:
+    # Routes of the test's own, added to the service's app: the wrapper that answers errors and
+    # counts requests is around every route, not only the service's.
+    app = create_app(fast_settings(tmp_path))
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("a bug")
+
+    async def moved(request: web.Request) -> web.Response:
+        raise web.HTTPFound("/data")
+
+    app.router.add_get("/test/broken", broken)
+    app.router.add_get("/test/moved", moved)
+    client = TestClient(TestServer(app, host="127.0.0.1", port=0))
+    await client.start_server()
+    try:
+        await assert_error(await client.get("/test/broken"), 500, "internal error")
+        r = await client.get("/test/moved", allow_redirects=False)
+        assert (r.status, r.headers["Location"]) == (302, "/data")
+        text = await (await client.get("/metrics")).text()
+        for route, status in (("/test/broken", "500"), ("/test/moved", "302")):
+            assert f'userdata_http_requests_total{{method="GET",route="{route}",status="{status}"}} 1.0' in text
+    finally:
+        await client.close()
 
 
 # Accepted values.

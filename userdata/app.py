@@ -38,7 +38,7 @@ from .keys import (
 )
 from .metrics import Metrics, metrics_ctx
 from .metrics import routes as metrics_routes
-from .middleware import middleware
+from .middleware import answer_errors
 from .objects import SourceObject
 from .page_files import routes as page_routes
 from .pipeline import Pipeline
@@ -69,7 +69,7 @@ def create_app(settings: Settings, *, store: Store | None = None) -> web.Applica
     :param store: the store to use instead of the one ``settings`` name (tests wrap one)
     """
     metrics = Metrics()
-    app = web.Application(middlewares=[middleware(metrics.requests.observe)])
+    app = answer_errors(web.Application(), metrics.requests.observe)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[STORE] = create_store(settings) if store is None else store

@@ -71,8 +71,9 @@ class ResponseCache(Generic[V]):
             self._large.clear()
             self._version = version
             return None
-        large = self._large.get(key)
-        return large if large is not None else self._bodies.get(key)
+        if self._large and (large := self._large.get(key)) is not None:  # mostly empty: no second lookup
+            return large
+        return self._bodies.get(key)
 
     async def shared(self, version: int, key: Hashable, build: Callable[[], V | Awaitable[V]]) -> V:
         """The body for ``key`` at ``version``: kept, being built for another request, or built now.

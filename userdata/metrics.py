@@ -52,7 +52,7 @@ _SCANS = ("load", "incremental", "forced")
 class Metrics(Meter):
     """The service's metrics, in a registry of their own (one per app, never the global one).
 
-    :attr:`requests` counts and times every request (the app's middleware tells it);
+    :attr:`requests` counts and times every request (told by the app's answer_errors);
     :meth:`follow` has the pipeline tell what it does; :func:`metrics_ctx` reads the parts'
     state at each scrape and samples the event loop's lag while the app runs.
     """
@@ -123,7 +123,7 @@ class _Requests:
         self._known: dict[tuple[object, str, int], tuple[tuple[str, str, str], list[float]]] = {}
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
-        """Count an answer of ``status`` that took ``seconds`` (the middleware's ``observe``)."""
+        """Count an answer of ``status`` that took ``seconds`` (answer_errors' ``observe``)."""
         resource = request.match_info.route.resource
         key = (resource, request.method, status)
         known = self._known.get(key)

@@ -133,27 +133,28 @@ def _now_ms() -> int:
 
 @routes.get("/data")
 async def get_data(request: web.Request) -> web.StreamResponse:
-    if (early := unready(request.app)) is not None:
-        return early
-    index, now = request.app[INDEX], _now_ms()
+    app = request.app  # once: each request.app is two property lookups
+    index, now = app[INDEX], _now_ms()
     # A request exactly like a recent one (a dashboard's, a client paging again), on the same
     # index and day, is given that answer again without being parsed, checked or rendered.
-    answers, version, headers = request.app[ANSWER_CACHE], index.version, request.headers
+    answers, version, headers = app[ANSWER_CACHE], index.version, request.headers
     # The query as sent: query_string is half decoded (%252B and %2B alike would be "%2B").
     query = request.rel_url.raw_query_string
     exactly = (query, headers.get("Accept"), headers.get("Accept-Encoding"), now // DAY_MS)
-    if (kept := answers.get(version, exactly)) is not None:
+    if (kept := answers.get(version, exactly)) is not None:  # kept once ready, and ready stays
         return web.Response(body=kept.body, headers=kept.headers)
+    if (early := unready(app)) is not None:
+        return early
     values = _checked(request.query, _FILTER_NAMES + _PAGE_NAMES + ("format",))
     filters, paged = _filters(values), _page(values, None)
     fmt, gzip = bodies.negotiate(values.get("format"), headers)
-    cache = request.app[DATA_CACHE]
+    cache = app[DATA_CACHE]
     # What decides the answer besides the index: the image filter and the span of birth days
     # the age filters allow today (min_age=30 and min_age=29.5 share a body).
     span = birth_days(filters, now)
     if paged is not None:
         limit, after = paged
-        pages, key = request.app[PAGE_CACHE], (filters.has_image, span, fmt, gzip, limit, after)
+        pages, key = app[PAGE_CACHE], (filters.has_image, span, fmt, gzip, limit, after)
         # A kept page without awaiting (shared's own lookup would cost a coroutine each time).
         page = pages.get(version, key) or await pages.shared(
             version, key, lambda: _page_of(*index.page(filters.has_image, span, after, limit), fmt, gzip)
@@ -199,12 +200,13 @@ def _answer(response: R, fmt: bodies.Format, body: Body) -> R:
 
 @routes.get("/stats")
 async def get_stats(request: web.Request) -> web.Response:
-    if (early := unready(request.app)) is not None:
+    app = request.app
+    if (early := unready(app)) is not None:
         return early
     # Many requests a millisecond (a busy dashboard's) share one answer: same query, same index,
     # same clock.
-    index, now, query = request.app[INDEX], _now_ms(), request.rel_url.raw_query_string  # as sent
-    kept, key = request.app[STATS_CACHE], (query, now)
+    index, now, query = app[INDEX], _now_ms(), request.rel_url.raw_query_string  # as sent
+    kept, key = app[STATS_CACHE], (query, now)
     body = kept.get(index.version, key)
     if body is None:
         body = orjson.dumps(index.stats(parse_filters(request.query) if query else _EVERYONE, now))
