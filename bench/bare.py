@@ -3,7 +3,7 @@
     python -m bench.bare --port P
 
 The independent probe of benchmark 4 measures the service's answers beside this one's: the
-ceiling of aiohttp itself on this machine (the service's own trivial route pays its middleware).
+ceiling of aiohttp itself on this machine (the service's own trivial route pays its request wrapper).
 ``GET /bench/bytes?n=N`` answers N bytes of JSON, a constant made once per size: the same
 ceiling for an answer as large as a page of /data (its bytes cost the socket and the client too).
 """

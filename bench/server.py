@@ -7,7 +7,7 @@ once the first load is done, applies N generated records straight to the index (
 freezes them for the garbage collector, as the service's load does with what it reads.
 Two routes are added for the benchmark:
 
-- ``GET /bench/trivial``: the smallest JSON answer, through the same app and middleware: the
+- ``GET /bench/trivial``: the smallest JSON answer, through the same app and request wrapper: the
   framework's ceiling on this machine.
 - ``POST /bench/flush?quiet=S``: adds one user (as a real change would), waits the writer's settle
   time, writes output.csv with ``OutputWriter.flush()`` while a ticker measures how late the event
