@@ -3,7 +3,7 @@
 Every store speaks in object keys (``src-data/1000.csv``) within one bucket, and gives each
 object an opaque version (size and mtime on disk, the ETag in S3) that changes when it does,
 made one int where it can be (:func:`etag_version`, the folder's own): a catalog keeps one per
-object, and an int costs a third of a tuple of two or of an ETag's string.
+object, and an int costs about half a tuple of two or an ETag's string.
 A listing gives an image PRESENT instead: only whether a user has one matters, and one shared
 value costs nothing per image.
 """

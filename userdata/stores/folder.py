@@ -37,7 +37,7 @@ _NS_BITS = (1 << 64) - 1
 
 
 def _version(st: os.stat_result) -> Version:
-    """Size and mtime in one int (mtime's 64 bits below the size's): a third of a tuple of them."""
+    """Size and mtime in one int (mtime's 64 bits below the size's): under half a tuple of them."""
     return st.st_size << 64 | (st.st_mtime_ns & _NS_BITS)
 
 
