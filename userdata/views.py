@@ -165,7 +165,7 @@ async def get_data(request: web.Request) -> web.StreamResponse:
         answers.put(version, exactly, Answer(page.body, CIMultiDictProxy(response.headers.copy())))
         return response
     body = await cache.shared(
-        index.version,
+        version,
         (filters.has_image, span, fmt, gzip),
         lambda: bodies.build(index.select(filters.has_image, span), fmt, gzip),
     )
